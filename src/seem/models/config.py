@@ -1,0 +1,295 @@
+"""Configs of the SEEM model family, as small typed dataclasses.
+
+A model is a set of parts (backbone, pixel decoder, text encoder, decoder) and each part is built from its
+own config. ``SEEMConfig`` groups them. Configs round-trip through plain dicts (``to_dict`` / ``from_dict``)
+so they can be stored as JSON next to safetensors weights, and they can be read from an official SEEM YAML
+file (``from_official_yaml``), which is how the reduced parity model and users' own official configs are read.
+
+The full-size configs that ship with the package are ``seem_focalt()`` (``seem_focalt_v{0,1}.pt``) and
+``seem_focall()`` (``seem_focall_v{0,1}.pt``); ``named_config(name)`` looks them up by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DecoderVariant = Literal["v1", "demo"]
+"""Self-attention bookkeeping of the SEEM decoder.
+
+``"v1"``: object, grounding and spatial query groups plus spatial memories (``seem_focal{t,l}_v1.pt``).
+``"demo"``: only object queries, which attend to every prompt token group; what the official Gradio demo
+runs with the v0 checkpoints (``seem_focal{t,l}_v0.pt``).
+"""
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+"""RGB mean on the 0..255 scale used by every official SEEM / Semantic-SAM model."""
+PIXEL_STD = (58.395, 57.12, 57.375)
+"""RGB std on the 0..255 scale used by every official SEEM / Semantic-SAM model."""
+
+
+@dataclass
+class FocalNetConfig:
+    """FocalNet backbone (official ``focal`` / ``focal_dw`` in SEEM).
+
+    ``flavour="focal_dw"`` (Focal-T in SEEM): depthwise ``dw1``/``dw2`` convs in every block, stem padding 3,
+    post-LN applied after the residual add. ``flavour="focal"`` (Focal-L): no dw convs, stem padding 2,
+    post-LN on the branch before the residual add.
+    """
+
+    flavour: Literal["focal", "focal_dw"] = "focal_dw"
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    focal_levels: tuple[int, ...] = (3, 3, 3, 3)
+    focal_windows: tuple[int, ...] = (3, 3, 3, 3)
+    mlp_ratio: float = 4.0
+    patch_size: int = 4
+    use_conv_embed: bool = True
+    use_postln: bool = True
+    use_postln_in_modulation: bool = False
+    scaling_modulator: bool = True
+    use_layerscale: bool = True
+    layerscale_value: float = 1e-4
+    normalize_modulator: bool = False
+
+    @property
+    def out_channels(self) -> tuple[int, int, int, int]:
+        """Channels of res2..res5."""
+        d = self.embed_dim
+        return (d, 2 * d, 4 * d, 8 * d)
+
+
+@dataclass
+class PixelDecoderConfig:
+    """FPN + plain transformer encoder on res5 (official ``transformer_encoder_fpn``)."""
+
+    in_channels: tuple[int, int, int, int] = (96, 192, 384, 768)
+    conv_dim: int = 512
+    mask_dim: int = 512
+    num_groups: int = 32
+    transformer_layers: int = 6
+    transformer_heads: int = 8
+    transformer_ffn_dim: int = 2048
+    transformer_pre_norm: bool = False
+
+
+@dataclass
+class TextEncoderConfig:
+    """CLIP-style causal text transformer (official ``vlpencoder`` + ``transformer``)."""
+
+    vocab_size: int = 49408
+    context_length: int = 77
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+    proj_dim: int = 512
+    causal: bool = True
+
+
+@dataclass
+class SEEMDecoderConfig:
+    """SEEM masked-attention decoder (official ``seem_v1`` / ``seem_demo``)."""
+
+    variant: DecoderVariant = "v1"
+    hidden_dim: int = 512
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    num_layers: int = 9
+    """Transformer layers; the official ``DEC_LAYERS`` is this + 1 (predictions, including the initial one)."""
+    num_queries: int = 101
+    mask_dim: int = 512
+    dim_proj: int = 512
+    num_levels: int = 3
+    spatial_memories: int = 32
+    queries_per_prompt: int = 3
+    max_spatial_len: tuple[int, ...] = (512, 512, 512, 512)
+    pre_norm: bool = False
+
+
+@dataclass
+class InferenceConfig:
+    """Post-processing thresholds (official ``MODEL.DECODER.TEST`` and ``TEST``)."""
+
+    object_mask_threshold: float = 0.8
+    overlap_threshold: float = 0.8
+    detections_per_image: int = 100
+    size_divisibility: int = 32
+
+
+@dataclass
+class SEEMConfig:
+    """A whole SEEM model: the config of each part plus inference settings."""
+
+    name: str = "seem"
+    backbone: FocalNetConfig = field(default_factory=FocalNetConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    decoder: SEEMDecoderConfig = field(default_factory=SEEMDecoderConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    pixel_mean: tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = PIXEL_STD
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SEEMConfig:
+        """Inverse of ``to_dict``; unknown keys raise ``ValueError`` naming them."""
+        return _from_dict(cls, d)
+
+
+def _from_dict(cls: Any, d: dict[str, Any]) -> Any:
+    if not isinstance(d, dict):
+        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
+    kwargs: dict[str, Any] = {}
+    for name, value in d.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value)
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def seem_focalt(variant: DecoderVariant = "v1") -> SEEMConfig:
+    """Full-size SEEM Focal-T (``seem_focalt_v1.pt``; ``variant="demo"`` for ``seem_focalt_v0.pt``)."""
+    bb = FocalNetConfig(flavour="focal_dw", embed_dim=96, depths=(2, 2, 6, 2), focal_levels=(3, 3, 3, 3))
+    return SEEMConfig(
+        name=f"seem-focalt-{variant}",
+        backbone=bb,
+        pixel_decoder=PixelDecoderConfig(in_channels=bb.out_channels),
+        decoder=SEEMDecoderConfig(variant=variant),
+        inference=_inference_for(variant),
+    )
+
+
+def seem_focall(variant: DecoderVariant = "v1") -> SEEMConfig:
+    """Full-size SEEM Focal-L (``seem_focall_v1.pt``; ``variant="demo"`` for ``seem_focall_v0.pt``)."""
+    bb = FocalNetConfig(flavour="focal", embed_dim=192, depths=(2, 2, 18, 2), focal_levels=(4, 4, 4, 4))
+    return SEEMConfig(
+        name=f"seem-focall-{variant}",
+        backbone=bb,
+        pixel_decoder=PixelDecoderConfig(in_channels=bb.out_channels),
+        decoder=SEEMDecoderConfig(variant=variant),
+        inference=_inference_for(variant),
+    )
+
+
+def _inference_for(variant: DecoderVariant) -> InferenceConfig:
+    # The demo configs use OBJECT_MASK_THRESHOLD 0.4; the v1 evaluation configs 0.8.
+    return InferenceConfig(object_mask_threshold=0.4 if variant == "demo" else 0.8)
+
+
+NAMED_CONFIGS = {
+    "seem-focalt-v1": lambda: seem_focalt("v1"),
+    "seem-focall-v1": lambda: seem_focall("v1"),
+    "seem-focalt-v0": lambda: seem_focalt("demo"),
+    "seem-focall-v0": lambda: seem_focall("demo"),
+}
+
+
+def named_config(name: str) -> SEEMConfig:
+    """Config of a registered model name (see ``NAMED_CONFIGS``)."""
+    try:
+        return NAMED_CONFIGS[name]()
+    except KeyError:
+        raise ValueError(f"unknown model name {name!r}; known: {sorted(NAMED_CONFIGS)}") from None
+
+
+def from_official_yaml(path: str | Path) -> SEEMConfig:
+    """Read an official SEEM config (``configs/seem/*.yaml`` layout) into a ``SEEMConfig``.
+
+    Only the knobs that change the architecture or inference are read; everything else in the file
+    (training, datasets, solver) is ignored. The decoder variant is taken from ``MODEL.DECODER.NAME``
+    (``seem_v1`` → ``"v1"``, ``seem_demo`` → ``"demo"``; other decoders raise ``ValueError``).
+    """
+    import yaml
+
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    m = cfg["MODEL"]
+    dec_name = m["DECODER"]["NAME"]
+    variants = {"seem_v1": "v1", "seem_demo": "demo"}
+    if dec_name not in variants:
+        raise ValueError(f"{path}: decoder {dec_name!r} is not supported; expected one of {sorted(variants)}")
+    variant: DecoderVariant = variants[dec_name]  # type: ignore[assignment]
+    bbn = m["BACKBONE"]["NAME"]
+    if bbn not in ("focal", "focal_dw"):
+        raise ValueError(f"{path}: backbone {bbn!r} is not supported; expected 'focal' or 'focal_dw'")
+    f_ = m["BACKBONE"]["FOCAL"]
+    bb = FocalNetConfig(
+        flavour=bbn,
+        embed_dim=int(f_["EMBED_DIM"]),
+        depths=tuple(f_["DEPTHS"]),
+        focal_levels=tuple(f_["FOCAL_LEVELS"]),
+        focal_windows=tuple(f_["FOCAL_WINDOWS"]),
+        mlp_ratio=float(f_.get("MLP_RATIO", 4.0)),
+        patch_size=int(f_.get("PATCH_SIZE", 4)),
+        use_conv_embed=bool(f_.get("USE_CONV_EMBED", True)),
+        use_postln=bool(f_.get("USE_POSTLN", True)),
+        use_postln_in_modulation=bool(f_.get("USE_POSTLN_IN_MODULATION", False)),
+        scaling_modulator=bool(f_.get("SCALING_MODULATOR", True)),
+        use_layerscale=bool(f_.get("USE_LAYERSCALE", True)),
+    )
+    enc, dec, txt = m["ENCODER"], m["DECODER"], m["TEXT"]
+    pd = PixelDecoderConfig(
+        in_channels=bb.out_channels,
+        conv_dim=int(enc["CONVS_DIM"]),
+        mask_dim=int(enc["MASK_DIM"]),
+        transformer_layers=int(enc["TRANSFORMER_ENC_LAYERS"]),
+        transformer_heads=int(dec["NHEADS"]),
+        transformer_ffn_dim=int(dec["DIM_FEEDFORWARD"]),
+        transformer_pre_norm=bool(dec["PRE_NORM"]),
+    )
+    text = TextEncoderConfig(
+        context_length=int(txt["CONTEXT_LENGTH"]),
+        width=int(txt["WIDTH"]),
+        heads=int(txt["HEADS"]),
+        layers=int(txt["LAYERS"]),
+        proj_dim=int(m["DIM_PROJ"]),
+        causal=bool(txt.get("AUTOGRESSIVE", True)),
+    )
+    arch = cfg.get("ATTENTION_ARCH", {})
+    decoder = SEEMDecoderConfig(
+        variant=variant,
+        hidden_dim=int(dec["HIDDEN_DIM"]),
+        num_heads=int(dec["NHEADS"]),
+        ffn_dim=int(dec["DIM_FEEDFORWARD"]),
+        num_layers=int(dec["DEC_LAYERS"]) - 1,
+        num_queries=int(dec["NUM_OBJECT_QUERIES"]),
+        mask_dim=int(enc["MASK_DIM"]),
+        dim_proj=int(m["DIM_PROJ"]),
+        spatial_memories=int(arch.get("SPATIAL_MEMORIES", 32)),
+        queries_per_prompt=int(arch.get("QUERY_NUMBER", 3)),
+        max_spatial_len=tuple(dec.get("MAX_SPATIAL_LEN", (512,) * 4)),
+        pre_norm=bool(dec["PRE_NORM"]),
+    )
+    test = dec.get("TEST", {})
+    top_test = cfg.get("TEST", {})
+    det = test.get("DETECTIONS_PER_IMAGE", top_test.get("DETECTIONS_PER_IMAGE", 100))
+    inference = InferenceConfig(
+        object_mask_threshold=float(test.get("OBJECT_MASK_THRESHOLD", 0.8)),
+        overlap_threshold=float(test.get("OVERLAP_THRESHOLD", 0.8)),
+        detections_per_image=int(det),
+        size_divisibility=int(dec.get("SIZE_DIVISIBILITY", 32)),
+    )
+    inp = cfg.get("INPUT", {})
+    return SEEMConfig(
+        name=Path(path).stem,
+        backbone=bb,
+        pixel_decoder=pd,
+        text=text,
+        decoder=decoder,
+        inference=inference,
+        pixel_mean=tuple(inp.get("PIXEL_MEAN", PIXEL_MEAN)),  # type: ignore[arg-type]
+        pixel_std=tuple(inp.get("PIXEL_STD", PIXEL_STD)),  # type: ignore[arg-type]
+    )
