@@ -52,7 +52,6 @@ class FocalNetConfig:
     scaling_modulator: bool = True
     use_layerscale: bool = True
     layerscale_value: float = 1e-4
-    normalize_modulator: bool = False
 
     @property
     def out_channels(self) -> tuple[int, int, int, int]:
