@@ -35,7 +35,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for name in sorted(NAMED_CONFIGS):
         cfg = NAMED_CONFIGS[name]()
         bb = cfg.backbone
-        print(f"{name}: FocalNet {bb.flavour} embed {bb.embed_dim} depths {list(bb.depths)}, decoder {cfg.decoder.variant}")
+        arch = f"FocalNet {bb.flavour} embed {bb.embed_dim} depths {list(bb.depths)}"
+        print(f"{name}: {arch}, decoder {cfg.decoder.variant}")
     return 0
 
 

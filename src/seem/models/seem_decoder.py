@@ -1,0 +1,763 @@
+"""The SEEM decoder: masked-attention transformer decoder with object, text, spatial and memory prompts.
+
+One module serves both official flavours (``SEEMDecoderConfig.variant``):
+
+* ``"v1"`` (``seem_focal{t,l}_v1.pt``): object queries; per referring-text call a copy of the object
+  queries (grounding queries) plus the text tokens; per spatial prompt ``queries_per_prompt`` copies of
+  object queries (spatial queries) plus the prompt tokens; memory slots masked by the previous round's
+  mask. Object queries ignore every prompt.
+* ``"demo"`` (what the official Gradio demo runs, with the v0 checkpoints): object queries only; text,
+  stroke and referring-image tokens join the self-attention and condition the object queries directly.
+
+The flavours differ only in their bookkeeping (``seem_attention.V1_RULES`` / ``DEMO_RULES``), in how prompt
+pixels are drawn and pooled (``visual_sampler``) and in how the output is selected; the layers, heads and
+the layer loop below are shared.
+
+Weights: the parameter names equal the official ones after removing ``sem_seg_head.predictor.`` from a
+SEEM checkpoint key; the text encoder (``sem_seg_head.predictor.lang_encoder.*``) is not part of this
+module, and its ``logit_scale`` is passed in (``DecoderInputs.logit_scale``).
+
+Each layer ``i`` (attending to level ``i % 3``; levels are strides 32, 16, 8):
+cross-attention (queries and memories → image, masked by the previous prediction) → self-attention over
+all groups (masked by the flavour's rules) → FFN → prediction heads (whose masks give the next
+cross-attention mask). Post-norm layers (``pre_norm=False``) in every released model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import SEEMDecoderConfig
+from .layers import MLP, PositionEmbeddingSine
+from .seem_attention import (
+    MEMORIES_SPATIAL,
+    QUERIES_GROUNDING,
+    QUERIES_OBJECT,
+    QUERIES_SPATIAL,
+    REBUILT_EACH_LAYER,
+    TOKENS_GROUNDING,
+    TOKENS_SPATIAL,
+    TOKENS_VISUAL,
+    AttentionRules,
+    GroupLayout,
+    cross_attention_mask,
+    default_memory_slots,
+    default_spatial_query_indices,
+    mask_logits_to_blocked,
+    rules_for,
+)
+from .seem_types import (
+    DecoderDraws,
+    DecoderInputs,
+    DecoderOutput,
+    DemoSelection,
+    GroundingSelection,
+    GroupPrediction,
+    ImageFeatures,
+    LayerPrediction,
+    ReferenceTokens,
+    SpatialPrompts,
+    SpatialSelection,
+)
+from .visual_sampler import (
+    SampledPixels,
+    level_prompt_tokens,
+    pooled_prompt_embeddings,
+    sample_prompt_pixels,
+)
+
+__all__ = [
+    "CrossAttentionLayer",
+    "FFNLayer",
+    "MultiheadAttention",
+    "SEEMDecoder",
+    "SelfAttentionLayer",
+    "normalize",
+    "vl_similarity",
+]
+
+Trace = dict[str, Any]
+
+
+def normalize(v: Tensor) -> Tensor:
+    """``v / (‖v‖ + 1e-7)`` along the last dim (the official normalisation of captions and text)."""
+    return v / (v.norm(dim=-1, keepdim=True) + 1e-7)
+
+
+def vl_similarity(visual: Tensor, text: Tensor, logit_scale: Tensor) -> Tensor:
+    """Official ``vl_similarity``: ``min(exp(logit_scale), 100) · visual @ text.T`` (inputs normalised)."""
+    return logit_scale.exp().clamp(max=100) * (visual @ text.t())
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention with ``nn.MultiheadAttention``'s parameter names (``in_proj_weight``,
+    ``in_proj_bias``, ``out_proj``), sequence-first.
+
+    ``forward(query [L, B, C], key [S, B, C], value [S, B, C], blocked: bool [B, L, S] | None) -> [L, B, C]``.
+    Blocked entries get ``-inf`` before the softmax, and the softmax is followed by ``nan_to_num``, so a fully
+    blocked row attends to nothing and outputs ``out_proj.bias`` (the official SEEM ``MultiheadAttention``
+    behaviour; the cross-attention never has such rows because the caller unblocks them first, which makes
+    this equal to ``torch.nn.MultiheadAttention`` there).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, blocked: Tensor | None = None) -> Tensor:
+        c, h = self.embed_dim, self.num_heads
+        w_q, w_k, w_v = self.in_proj_weight.split(c)
+        b_q, b_k, b_v = self.in_proj_bias.split(c)
+        lq, b, _ = query.shape
+        ls = key.shape[0]
+        d = c // h
+        q = F.linear(query, w_q, b_q) * (d**-0.5)
+        k = F.linear(key, w_k, b_k)
+        v = F.linear(value, w_v, b_v)
+        # [L, B, C] -> [B, H, L, d]
+        q = q.reshape(lq, b, h, d).permute(1, 2, 0, 3)
+        k = k.reshape(ls, b, h, d).permute(1, 2, 0, 3)
+        v = v.reshape(ls, b, h, d).permute(1, 2, 0, 3)
+        scores = q @ k.transpose(-2, -1)
+        if blocked is not None:
+            scores = scores.masked_fill(blocked[:, None], float("-inf"))
+        attn = scores.softmax(dim=-1).nan_to_num()
+        out = (attn @ v).permute(2, 0, 1, 3).reshape(lq, b, c)
+        return self.out_proj(out)
+
+
+class SelfAttentionLayer(nn.Module):
+    """Official ``SelfAttentionLayer``: ``norm(x + attn(q=k=x+pos, v=x))`` (post-norm) or pre-norm."""
+
+    def __init__(self, d_model: int, nhead: int, pre_norm: bool = False) -> None:
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead)
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: Tensor, blocked: Tensor | None, pos: Tensor) -> Tensor:
+        if self.pre_norm:
+            y = self.norm(x)
+            return x + self.self_attn(y + pos, y + pos, y, blocked)
+        return self.norm(x + self.self_attn(x + pos, x + pos, x, blocked))
+
+
+class CrossAttentionLayer(nn.Module):
+    """Official ``CrossAttentionLayer``: ``norm(x + attn(q=x+query_pos, k=mem+pos, v=mem))`` (post-norm)."""
+
+    def __init__(self, d_model: int, nhead: int, pre_norm: bool = False) -> None:
+        super().__init__()
+        self.multihead_attn = MultiheadAttention(d_model, nhead)
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: Tensor, memory: Tensor, blocked: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
+        if self.pre_norm:
+            y = self.norm(x)
+            return x + self.multihead_attn(y + query_pos, memory + pos, memory, blocked)
+        return self.norm(x + self.multihead_attn(x + query_pos, memory + pos, memory, blocked))
+
+
+class FFNLayer(nn.Module):
+    """Official ``FFNLayer``: ``norm(x + linear2(relu(linear1(x))))`` (post-norm) or the pre-norm form."""
+
+    def __init__(self, d_model: int, dim_feedforward: int, pre_norm: bool = False) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pre_norm:
+            return x + self.linear2(F.relu(self.linear1(self.norm(x))))
+        return self.norm(x + self.linear2(F.relu(self.linear1(x))))
+
+
+class _Heads:
+    """Prediction-head outputs for all cross-attention rows of one prediction step (internal)."""
+
+    def __init__(
+        self, captions: Tensor, maskembs: Tensor, masks: Tensor, logits: Tensor | None, blocked: Tensor | None
+    ) -> None:
+        self.captions = captions  # [B, Q, D]
+        self.maskembs = maskembs  # [B, Q, mask_dim]
+        self.masks = masks  # [B, Q, H4, W4]
+        self.logits = logits  # [B, Q, K+1] or None
+        self.blocked = blocked  # [B, Q, h*w] for the next cross-attention, or None after the last layer
+
+    def group(self, rows: slice) -> GroupPrediction:
+        return GroupPrediction(
+            captions=self.captions[:, rows],
+            mask_embeddings=self.maskembs[:, rows],
+            mask_logits=self.masks[:, rows],
+            class_logits=None if self.logits is None else self.logits[:, rows],
+        )
+
+
+class SEEMDecoder(nn.Module):
+    """SEEM masked-attention decoder (official ``SEEMDecoder`` of ``seem_v1.py`` / ``seem_demo.py``).
+
+    Args:
+        cfg: ``SEEMDecoderConfig`` (``variant`` picks the flavour).
+
+    ``forward(inputs: DecoderInputs, trace: dict | None = None) -> DecoderOutput``. ``trace``, when a dict,
+    is filled with intermediates under the official fixture names (``init/query``, ``L{j}/head_input``,
+    ``layer{i}/cross_attn_mask``, ``layer{i}/self_in``, ``spatial/points/{role}``, …) in the official
+    layouts (sequence-first ``[rows, B, C]`` for decoder states, ``[B, rows, …]`` for head outputs, one
+    head of the attention masks); when None nothing is recorded.
+    """
+
+    num_levels = 3
+
+    def __init__(self, cfg: SEEMDecoderConfig) -> None:
+        super().__init__()
+        if cfg.num_levels != self.num_levels:
+            raise ValueError(f"the SEEM decoder always uses 3 feature levels, got num_levels={cfg.num_levels}")
+        if len(cfg.max_spatial_len) < self.num_levels + 1:
+            raise ValueError(f"max_spatial_len needs {self.num_levels + 1} entries, got {cfg.max_spatial_len}")
+        self.cfg = cfg
+        self.rules: AttentionRules = rules_for(cfg.variant)
+        c = cfg.hidden_dim
+        self.pe_layer = PositionEmbeddingSine(c // 2, normalize=True)
+        self.transformer_self_attention_layers = nn.ModuleList(
+            SelfAttentionLayer(c, cfg.num_heads, cfg.pre_norm) for _ in range(cfg.num_layers)
+        )
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            CrossAttentionLayer(c, cfg.num_heads, cfg.pre_norm) for _ in range(cfg.num_layers)
+        )
+        self.transformer_ffn_layers = nn.ModuleList(
+            FFNLayer(c, cfg.ffn_dim, cfg.pre_norm) for _ in range(cfg.num_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(c)
+        self.query_feat = nn.Embedding(cfg.num_queries, c)
+        self.query_embed = nn.Embedding(cfg.num_queries, c)
+        self.level_embed = nn.Embedding(self.num_levels, c)
+        self.mask_embed = MLP(c, c, cfg.mask_dim, 3)
+        self.class_embed = nn.Parameter(torch.empty(c, cfg.dim_proj))
+        self.mask_sptial_embed = nn.ParameterList(nn.Parameter(torch.empty(c, c)) for _ in range(self.num_levels))
+        self.spatial_embed = nn.Embedding(cfg.spatial_memories, c)
+        self.spatial_featured = nn.Embedding(cfg.spatial_memories, c)
+        self.pn_indicator = nn.Embedding(2, c)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        for layers in (
+            self.transformer_self_attention_layers,
+            self.transformer_cross_attention_layers,
+            self.transformer_ffn_layers,
+        ):
+            for p in layers.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+        nn.init.trunc_normal_(self.class_embed, std=0.02)
+        for p in self.mask_sptial_embed:
+            nn.init.trunc_normal_(p, std=0.02)
+
+    # ------------------------------------------------------------------------------------------------
+    # input checks
+
+    def _check_features(self, feats: ImageFeatures) -> None:
+        cfg = self.cfg
+        if not isinstance(feats, ImageFeatures):
+            raise TypeError(f"features must be an ImageFeatures, got {type(feats).__name__}")
+        if len(feats.multi_scale) != self.num_levels:
+            raise ValueError(f"multi_scale must hold 3 maps (strides 32, 16, 8), got {len(feats.multi_scale)}")
+        mf = feats.mask_features
+        if not isinstance(mf, Tensor) or mf.dim() != 4 or not mf.is_floating_point():
+            raise TypeError("mask_features must be a floating-point [B, mask_dim, H4, W4] tensor")
+        if mf.shape[1] != cfg.mask_dim:
+            raise ValueError(f"mask_features has {mf.shape[1]} channels, expected mask_dim={cfg.mask_dim}")
+        b = mf.shape[0]
+        for i, x in enumerate(feats.multi_scale):
+            if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+                raise TypeError(f"multi_scale[{i}] must be a floating-point [B, C, h, w] tensor")
+            if x.shape[0] != b or x.shape[1] != cfg.hidden_dim:
+                raise ValueError(
+                    f"multi_scale[{i}] has shape {tuple(x.shape)}; expected [B={b}, C={cfg.hidden_dim}, h, w]"
+                )
+        hp, wp = feats.padded_size
+        if (hp, wp) != (4 * mf.shape[2], 4 * mf.shape[3]):
+            raise ValueError(f"padded_size {(hp, wp)} does not match mask_features {tuple(mf.shape[2:])} at stride 4")
+
+    def _check_inputs(self, inputs: DecoderInputs) -> None:
+        cfg = self.cfg
+        if not isinstance(inputs, DecoderInputs):
+            raise TypeError(f"inputs must be a DecoderInputs, got {type(inputs).__name__}")
+        feats = inputs.features
+        self._check_features(feats)
+        b = feats.mask_features.shape[0]
+        if inputs.class_embeddings is not None and inputs.logit_scale is None:
+            raise ValueError("class_embeddings need logit_scale (the text encoder's logit_scale parameter)")
+        if inputs.class_embeddings is not None:
+            ce = inputs.class_embeddings
+            if ce.dim() != 2 or ce.shape[1] != cfg.dim_proj or not ce.is_floating_point():
+                raise ValueError(
+                    f"class_embeddings must be a float [K + 1, {cfg.dim_proj}] tensor, got {tuple(ce.shape)}"
+                )
+        if inputs.logit_scale is not None and inputs.logit_scale.numel() != 1:
+            raise ValueError("logit_scale must be a scalar tensor")
+        has_prompt = any(p is not None for p in (inputs.spatial, inputs.grounding, inputs.reference, inputs.prev_mask))
+        if has_prompt and b != 1:
+            raise ValueError(f"prompts describe one image: a prompted call needs batch size 1, got {b}")
+        if inputs.spatial is not None:
+            self._check_spatial(inputs.spatial, feats.padded_size)
+        if inputs.grounding is not None:
+            g = inputs.grounding
+            if g.tokens.dim() != 2 or g.tokens.shape[0] == 0 or g.tokens.shape[1] != cfg.hidden_dim:
+                raise ValueError(
+                    f"grounding tokens must be [T >= 1, {cfg.hidden_dim}] (non-padding token embeddings), "
+                    f"got {tuple(g.tokens.shape)}"
+                )
+            if not g.tokens.is_floating_point():
+                raise TypeError(f"grounding tokens must be floating point, got {g.tokens.dtype}")
+            pe = g.phrase_embeddings
+            if pe is not None and (pe.dim() != 2 or pe.shape[0] == 0 or pe.shape[1] != cfg.dim_proj):
+                raise ValueError(f"phrase_embeddings must be [P >= 1, {cfg.dim_proj}], got {tuple(pe.shape)}")
+            if pe is not None and inputs.logit_scale is None:
+                raise ValueError("grounding selection needs logit_scale")
+        if inputs.reference is not None:
+            self._check_reference(inputs.reference)
+        n = self._num_prompts(inputs)
+        if cfg.variant == "v1":
+            if inputs.spatial is not None and inputs.reference is not None:
+                raise ValueError("v1: reference tokens replace the spatial prompts; give one or the other")
+            if inputs.prev_mask is not None:
+                if n == 0:
+                    raise ValueError("prev_mask (memory prompt) needs spatial prompts or reference tokens")
+                pm = inputs.prev_mask
+                h4, w4 = feats.mask_features.shape[2:]
+                if pm.dim() != 3 or tuple(pm.shape) != (n, h4, w4) or not pm.is_floating_point():
+                    raise ValueError(
+                        f"prev_mask must be float logits [n_prompts={n}, H4={h4}, W4={w4}], got "
+                        f"{pm.dtype} {tuple(pm.shape)}"
+                    )
+        else:
+            if inputs.prev_mask is not None:
+                raise ValueError("the demo decoder has no memory prompts; prev_mask is not supported")
+            if inputs.spatial is not None and inputs.spatial.pos_masks.shape[0] != 1:
+                raise ValueError("the demo decoder takes exactly one spatial prompt (one stroke)")
+            if inputs.reference is not None and inputs.reference.pooled_pos.shape[0] != 1:
+                raise ValueError("the demo decoder takes exactly one reference prompt")
+
+    def _check_spatial(self, sp: SpatialPrompts, padded: tuple[int, int]) -> None:
+        if not isinstance(sp, SpatialPrompts):
+            raise TypeError(f"spatial must be a SpatialPrompts, got {type(sp).__name__}")
+        for name, m in (("pos_masks", sp.pos_masks), ("neg_masks", sp.neg_masks)):
+            if m is None:
+                continue
+            if not isinstance(m, Tensor) or m.dtype != torch.bool:
+                raise TypeError(f"spatial.{name} must be a bool tensor, got {getattr(m, 'dtype', type(m))}")
+            if m.dim() != 3 or tuple(m.shape[1:]) != tuple(padded):
+                raise ValueError(
+                    f"spatial.{name} must be [n_prompts, Hp, Wp] at the padded size {tuple(padded)}, "
+                    f"got {tuple(m.shape)}"
+                )
+        if sp.pos_masks.shape[0] == 0:
+            raise ValueError("spatial prompts: the prompt stack is empty (n_prompts = 0)")
+        if sp.neg_masks is not None and sp.neg_masks.shape[0] != sp.pos_masks.shape[0]:
+            raise ValueError(
+                f"spatial.neg_masks has {sp.neg_masks.shape[0]} prompts, pos_masks {sp.pos_masks.shape[0]}"
+            )
+
+    def _check_reference(self, ref: ReferenceTokens) -> None:
+        c = self.cfg.hidden_dim
+        if not isinstance(ref, ReferenceTokens):
+            raise TypeError(f"reference must be a ReferenceTokens, got {type(ref).__name__}")
+        if ref.pooled_pos.dim() != 2 or ref.pooled_pos.shape[0] == 0 or ref.pooled_pos.shape[1] != self.cfg.mask_dim:
+            raise ValueError(f"reference.pooled_pos must be [n >= 1, {self.cfg.mask_dim}]")
+        if len(ref.level_tokens) != self.num_levels or len(ref.level_prompt_index) != self.num_levels:
+            raise ValueError("reference tokens must hold one token set per level (3)")
+        for t, p in zip(ref.level_tokens, ref.level_prompt_index, strict=True):
+            if t.dim() != 2 or t.shape[1] != c or p.shape != t.shape[:1]:
+                raise ValueError(f"reference level tokens must be [L, {c}] with a [L] prompt index")
+
+    @staticmethod
+    def _num_prompts(inputs: DecoderInputs) -> int:
+        if inputs.spatial is not None:
+            return int(inputs.spatial.pos_masks.shape[0])
+        if inputs.reference is not None:
+            return int(inputs.reference.pooled_pos.shape[0])
+        return 0
+
+    # ------------------------------------------------------------------------------------------------
+    # features and prompts
+
+    def _level_maps(self, feats: ImageFeatures) -> list[Tensor]:
+        """``multi_scale[l] + level_embed[l]`` as ``[B, C, h, w]`` (input projection is the identity)."""
+        return [x + self.level_embed.weight[i][None, :, None, None] for i, x in enumerate(feats.multi_scale)]
+
+    def encode_reference(
+        self,
+        features: ImageFeatures,
+        prompts: SpatialPrompts,
+        draws: DecoderDraws | None = None,
+        trace: Trace | None = None,
+    ) -> ReferenceTokens:
+        """Stage 1 of a referring-image prompt: pooled embeddings and per-level tokens of ``prompts``.
+
+        Official ``task='refimg'`` (no decoder layer runs). The same encoding is used internally for the
+        spatial prompts of a ``forward`` call. Pixel sampling follows the official call order
+        ``pooled_pos, pooled_neg, level0_pos, level0_neg, …`` (``seem_types.SAMPLE_ROLES``); explicit draws
+        are taken from ``draws.prompt_pixels[role]``; with a ``trace`` dict, the draws actually used are
+        stored under ``trace["draws"]`` (a ``DecoderDraws``). Requires batch size 1.
+        """
+        self._check_features(features)
+        if features.mask_features.shape[0] != 1:
+            raise ValueError("encode_reference needs batch size 1 (prompts describe one image)")
+        self._check_spatial(prompts, features.padded_size)
+        if self.cfg.variant == "demo" and prompts.pos_masks.shape[0] != 1:
+            raise ValueError("the demo decoder takes exactly one reference prompt")
+        used = DecoderDraws()
+        ref = self._encode_spatial(features, self._level_maps(features), prompts, draws, used, trace)
+        if trace is not None:
+            trace["draws"] = used
+        return ref
+
+    def _encode_spatial(
+        self,
+        feats: ImageFeatures,
+        level_maps: list[Tensor],
+        prompts: SpatialPrompts,
+        draws: DecoderDraws | None,
+        used: DecoderDraws,
+        trace: Trace | None,
+    ) -> ReferenceTokens:
+        demo = self.cfg.variant == "demo"
+        given = draws.prompt_pixels if draws is not None else {}
+        max_len = self.cfg.max_spatial_len
+        mf = feats.mask_features
+        pos_m = prompts.pos_masks.to(mf.device)
+        neg_m = None if prompts.neg_masks is None else prompts.neg_masks.to(mf.device)
+        n = pos_m.shape[0]
+
+        def sample(role: str, masks: Tensor | None, budget: int) -> SampledPixels | None:
+            if masks is None:
+                return None
+            px = sample_prompt_pixels(masks, budget, given.get(role), sort=not demo)
+            if len(px):
+                used.prompt_pixels[role] = px.indices
+            if trace is not None:
+                trace[f"spatial/points/{role}"] = px.coords
+                trace[f"spatial/prompt_index/{role}"] = px.prompt_index
+            return px
+
+        empty = 0.0 if demo else -1.0
+        pooled = []
+        for role, masks in (("pooled_pos", pos_m), ("pooled_neg", neg_m)):
+            px = sample(role, masks, max_len[-1])
+            if px is None:
+                pooled.append(mf.new_full((n, mf.shape[1]), empty))
+            else:
+                pooled.append(pooled_prompt_embeddings(mf, px, n, empty))
+        tokens, indices = [], []
+        for lvl in range(self.num_levels):
+            pos_px = sample(f"level{lvl}_pos", pos_m, max_len[lvl])
+            neg_px = sample(f"level{lvl}_neg", neg_m, max_len[lvl])
+            assert pos_px is not None
+            tok, idx = level_prompt_tokens(
+                level_maps[lvl], self.mask_sptial_embed[lvl], self.pn_indicator.weight, pos_px, neg_px
+            )
+            tokens.append(tok)
+            indices.append(idx)
+        return ReferenceTokens(
+            pooled_pos=pooled[0], pooled_neg=pooled[1], level_tokens=tokens, level_prompt_index=indices
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # heads
+
+    def _heads(
+        self,
+        h: Tensor,
+        mask_features: Tensor,
+        class_embeddings: Tensor | None,
+        logit_scale: Tensor | None,
+        target_size: tuple[int, int] | None,
+    ) -> _Heads:
+        x = self.decoder_norm(h).transpose(0, 1)  # [B, Q, C]
+        captions = x @ self.class_embed
+        logits = None
+        if class_embeddings is not None and logit_scale is not None:
+            logits = (logit_scale.exp() * normalize(captions)) @ class_embeddings.t()
+        maskembs = self.mask_embed(x)
+        masks = torch.einsum("bqc,bchw->bqhw", maskembs, mask_features)
+        blocked = None if target_size is None else mask_logits_to_blocked(masks, target_size)
+        return _Heads(captions, maskembs, masks, logits, blocked)
+
+    # ------------------------------------------------------------------------------------------------
+    # forward
+
+    def forward(self, inputs: DecoderInputs, trace: Trace | None = None) -> DecoderOutput:
+        self._check_inputs(inputs)
+        cfg = self.cfg
+        feats = inputs.features
+        mf = feats.mask_features
+        b = mf.shape[0]
+        device = mf.device
+        draws = inputs.draws or DecoderDraws()
+        used = DecoderDraws()
+        v1 = cfg.variant == "v1"
+
+        level_maps = self._level_maps(feats)
+        sizes = [tuple(x.shape[-2:]) for x in feats.multi_scale]
+        src = [x.flatten(2).permute(2, 0, 1) for x in level_maps]  # [hw, B, C]
+        pos = [self.pe_layer(x).flatten(2).permute(2, 0, 1) for x in feats.multi_scale]
+        if trace is not None:
+            for i, p in enumerate(pos):
+                trace[f"level_pos/{i}"] = p
+
+        # ---- groups: content [rows, B, C] and positional embedding
+        content: dict[str, Tensor] = {}
+        pos_emb: dict[str, Tensor] = {}
+        prompt_index: dict[str, Tensor] = {}
+        q_feat = self.query_feat.weight[:, None].repeat(1, b, 1)
+        q_pos = self.query_embed.weight[:, None].repeat(1, b, 1)
+        content[QUERIES_OBJECT], pos_emb[QUERIES_OBJECT] = q_feat, q_pos
+
+        spatial_ref: ReferenceTokens | None = None  # tokens of the spatial prompts (v1: or the reference)
+        visual_ref: ReferenceTokens | None = None  # demo: referring-image tokens
+        if inputs.spatial is not None:
+            spatial_ref = self._encode_spatial(feats, level_maps, inputs.spatial, draws, used, trace)
+        if inputs.reference is not None:
+            r = inputs.reference
+            moved = ReferenceTokens(
+                pooled_pos=r.pooled_pos.to(device=device, dtype=mf.dtype),
+                pooled_neg=r.pooled_neg.to(device=device, dtype=mf.dtype),
+                level_tokens=[t.to(device=device, dtype=mf.dtype) for t in r.level_tokens],
+                level_prompt_index=[p.to(device=device, dtype=torch.long) for p in r.level_prompt_index],
+            )
+            if v1:
+                spatial_ref = moved
+            else:
+                visual_ref = moved
+        n_prompts = 0 if spatial_ref is None else int(spatial_ref.pooled_pos.shape[0])
+
+        memory_blocked_full: Tensor | None = None
+        if v1 and spatial_ref is not None:
+            k = cfg.queries_per_prompt
+            idx = draws.spatial_query_indices
+            if idx is None:
+                idx = default_spatial_query_indices(cfg.num_queries, n_prompts, k)
+            else:
+                idx = torch.as_tensor(idx)
+                if idx.dim() != 1 or idx.numel() != k * n_prompts or idx.is_floating_point():
+                    raise ValueError(f"spatial_query_indices must be a long [{k * n_prompts}] tensor")
+                if int(idx.min()) < 0 or int(idx.max()) >= cfg.num_queries:
+                    raise ValueError(f"spatial_query_indices must lie in [0, {cfg.num_queries})")
+            idx = idx.long().to(device)
+            used.spatial_query_indices = idx
+            content[QUERIES_SPATIAL], pos_emb[QUERIES_SPATIAL] = q_feat[idx], q_pos[idx]
+            prompt_index[QUERIES_SPATIAL] = torch.arange(n_prompts, device=device).repeat_interleave(k)
+            if inputs.prev_mask is not None:
+                content[MEMORIES_SPATIAL] = self.spatial_featured.weight[:, None].repeat(1, b, 1)
+                pos_emb[MEMORIES_SPATIAL] = self.spatial_embed.weight[:, None].repeat(1, b, 1)
+                memory_blocked_full = inputs.prev_mask[None].to(device=device, dtype=mf.dtype)
+                used.memory_slots = []
+        if inputs.grounding is not None:
+            tokens = inputs.grounding.tokens[:, None].to(device=device, dtype=mf.dtype)  # [T, 1, C]
+            content[TOKENS_GROUNDING], pos_emb[TOKENS_GROUNDING] = tokens, tokens.detach().clone()
+            if v1:
+                content[QUERIES_GROUNDING], pos_emb[QUERIES_GROUNDING] = q_feat.clone(), q_pos.clone()
+
+        rules = self.rules
+
+        def cross_layout() -> GroupLayout:
+            return GroupLayout.build(rules.cross_order, {n: content[n].shape[0] for n in content})
+
+        def cat(layout: GroupLayout, d: dict[str, Tensor]) -> Tensor:
+            return torch.cat([d[n] for n in layout.names])
+
+        c_layout = cross_layout()
+        h = cat(c_layout, content)
+        h_pos = cat(c_layout, pos_emb)
+        if trace is not None:
+            trace["init/query"], trace["init/query_pos"] = h, h_pos
+            trace["layout/cross"] = dict(c_layout.ranges)
+
+        ce, ls = inputs.class_embeddings, inputs.logit_scale
+        nl = cfg.num_layers
+        heads = [self._heads(h, mf, ce, ls, sizes[0] if nl else None)]
+        self._trace_heads(trace, 0, h, heads[-1])
+
+        for i in range(nl):
+            lvl = i % self.num_levels
+            # ---- cross-attention (queries and memories -> image level lvl)
+            mem_blocked = slots = None
+            if MEMORIES_SPATIAL in c_layout:
+                assert memory_blocked_full is not None and used.memory_slots is not None
+                slots = self._memory_slots(draws, i, n_prompts).to(device)
+                used.memory_slots.append(slots)
+                mem_blocked = mask_logits_to_blocked(memory_blocked_full, sizes[lvl])
+                prompt_index[MEMORIES_SPATIAL] = slots
+            blocked = heads[-1].blocked
+            assert blocked is not None
+            blocked = cross_attention_mask(blocked, c_layout, mem_blocked, slots)
+            h = self.transformer_cross_attention_layers[i](h, src[lvl], blocked, pos[lvl], h_pos)
+            for n in c_layout.names:
+                content[n] = h[c_layout.rows(n)]
+            if trace is not None:
+                trace[f"layer{i}/cross_attn_mask"] = blocked
+                trace[f"layer{i}/cross_out"] = h
+                if slots is not None:
+                    trace[f"layer{i}/memory_indices"] = slots
+
+            # ---- self-attention over every group, then FFN
+            for name, ref in ((TOKENS_SPATIAL, spatial_ref), (TOKENS_VISUAL, visual_ref)):
+                if ref is None:
+                    continue
+                tok = ref.level_tokens[lvl][:, None]
+                content[name], pos_emb[name] = tok, tok.detach().clone()
+                prompt_index[name] = ref.level_prompt_index[lvl]
+            s_layout = GroupLayout.build(rules.self_order, {n: content[n].shape[0] for n in content}, prompt_index)
+            x = cat(s_layout, content)
+            x_pos = cat(s_layout, pos_emb)
+            s_mask = rules.self_attn_mask(s_layout, device=device)
+            x_self = self.transformer_self_attention_layers[i](x, s_mask[None].expand(b, -1, -1), x_pos)
+            x_out = self.transformer_ffn_layers[i](x_self)
+            for n in s_layout.names:
+                content[n] = x_out[s_layout.rows(n)]
+            if trace is not None:
+                kept = torch.cat(
+                    [
+                        torch.arange(*s_layout.ranges[n], device=device)
+                        for n in s_layout.names
+                        if n not in REBUILT_EACH_LAYER
+                    ]
+                )
+                trace[f"layer{i}/self_layout"] = dict(s_layout.ranges)
+                trace[f"layer{i}/kept_rows"] = kept.tolist()
+                trace[f"layer{i}/self_in"] = x
+                trace[f"layer{i}/self_attn_mask"] = s_mask[None].expand(b, -1, -1)
+                trace[f"layer{i}/self_out"] = x_self[kept]
+                trace[f"layer{i}/ffn_out"] = x_out[kept]
+
+            # ---- prediction heads; their masks drive the next cross-attention
+            h = cat(c_layout, content)
+            nxt = sizes[(i + 1) % self.num_levels] if i + 1 < nl else None
+            heads.append(self._heads(h, mf, ce, ls, nxt))
+            self._trace_heads(trace, i + 1, h, heads[-1])
+
+        return self._organize(inputs, c_layout, heads, spatial_ref, visual_ref, used)
+
+    def _memory_slots(self, draws: DecoderDraws, layer: int, n_prompts: int) -> Tensor:
+        s = self.cfg.spatial_memories
+        if draws.memory_slots is None:
+            return default_memory_slots(s, n_prompts)
+        if len(draws.memory_slots) != self.cfg.num_layers:
+            raise ValueError(f"memory_slots needs one [{s}] tensor per decoder layer ({self.cfg.num_layers})")
+        slots = torch.as_tensor(draws.memory_slots[layer])
+        if slots.shape != (s,) or slots.is_floating_point():
+            raise ValueError(f"memory_slots[{layer}] must be a long [{s}] tensor, got {tuple(slots.shape)}")
+        if int(slots.min()) < 0 or int(slots.max()) >= n_prompts:
+            raise ValueError(f"memory_slots[{layer}] must name prompts in [0, {n_prompts})")
+        return slots.long()
+
+    @staticmethod
+    def _trace_heads(trace: Trace | None, j: int, h: Tensor, heads: _Heads) -> None:
+        if trace is None:
+            return
+        trace[f"L{j}/head_input"] = h
+        trace[f"L{j}/caption"] = heads.captions
+        trace[f"L{j}/maskemb"] = heads.maskembs
+        trace[f"L{j}/masks"] = heads.masks
+        if heads.logits is not None:
+            trace[f"L{j}/class_logits"] = heads.logits
+
+    # ------------------------------------------------------------------------------------------------
+    # outputs and selections
+
+    def _organize(
+        self,
+        inputs: DecoderInputs,
+        layout: GroupLayout,
+        heads: list[_Heads],
+        spatial_ref: ReferenceTokens | None,
+        visual_ref: ReferenceTokens | None,
+        used: DecoderDraws,
+    ) -> DecoderOutput:
+        preds = []
+        for hd in heads:
+            preds.append(
+                LayerPrediction(
+                    object=hd.group(layout.rows(QUERIES_OBJECT)),
+                    grounding=hd.group(layout.rows(QUERIES_GROUNDING)) if QUERIES_GROUNDING in layout else None,
+                    spatial=hd.group(layout.rows(QUERIES_SPATIAL)) if QUERIES_SPATIAL in layout else None,
+                )
+            )
+        out = DecoderOutput(predictions=preds, draws=used)
+        final = preds[-1]
+        if spatial_ref is not None:
+            out.pooled_pos_spatial = spatial_ref.pooled_pos[None]
+            out.pooled_neg_spatial = spatial_ref.pooled_neg[None]
+        if visual_ref is not None:
+            out.pooled_pos_visual = visual_ref.pooled_pos[None]
+            out.pooled_neg_visual = visual_ref.pooled_neg[None]
+        g = inputs.grounding
+        if self.cfg.variant == "v1":
+            if final.spatial is not None and spatial_ref is not None:
+                out.spatial_selection = self._select_spatial(final.spatial, spatial_ref.pooled_pos)
+            if final.grounding is not None and g is not None and g.phrase_embeddings is not None:
+                assert inputs.logit_scale is not None
+                scores = vl_similarity(
+                    normalize(final.grounding.captions[0]), normalize(g.phrase_embeddings), inputs.logit_scale
+                )
+                q = scores.max(dim=0).indices
+                out.grounding_selection = GroundingSelection(
+                    scores=scores, query_index=q, mask_logits=final.grounding.mask_logits[0, q]
+                )
+        else:
+            out.demo_selection = self._select_demo(inputs, final.object, spatial_ref, visual_ref)
+        return out
+
+    def _select_spatial(self, spatial: GroupPrediction, pooled_pos: Tensor) -> SpatialSelection:
+        k = self.cfg.queries_per_prompt
+        n = pooled_pos.shape[0]
+        own = torch.arange(n, device=pooled_pos.device).repeat_interleave(k)
+        offset = torch.zeros(k * n, n, device=pooled_pos.device, dtype=pooled_pos.dtype)
+        offset[own[:, None] != torch.arange(n, device=pooled_pos.device)[None, :]] = float("-inf")
+        scores = spatial.mask_embeddings[0] @ pooled_pos.t() + offset
+        q = scores.max(dim=0).indices
+        return SpatialSelection(scores=scores, query_index=q, prev_mask=spatial.mask_logits[0, q])
+
+    def _select_demo(
+        self,
+        inputs: DecoderInputs,
+        obj: GroupPrediction,
+        spatial_ref: ReferenceTokens | None,
+        visual_ref: ReferenceTokens | None,
+    ) -> DemoSelection | None:
+        g = inputs.grounding
+        if spatial_ref is not None:
+            source, scores = "stroke", obj.mask_embeddings[0] @ spatial_ref.pooled_pos[0]
+        elif visual_ref is not None:
+            source, scores = "example", obj.mask_embeddings[0] @ visual_ref.pooled_pos[0]
+        elif g is not None and g.phrase_embeddings is not None:
+            if g.phrase_embeddings.shape[0] != 1:
+                raise ValueError("the demo text rule takes exactly one phrase embedding")
+            assert inputs.logit_scale is not None
+            source = "text"
+            scores = vl_similarity(normalize(obj.captions[0]), normalize(g.phrase_embeddings), inputs.logit_scale)[:, 0]
+        else:
+            return None
+        q = int(scores.argmax())
+        cls = None if obj.class_logits is None else int(obj.class_logits[0, q].argmax())
+        return DemoSelection(
+            source=source,  # type: ignore[arg-type]
+            scores=scores,
+            query_index=q,
+            class_index=cls,
+            mask_logits=obj.mask_logits[0, q],
+        )

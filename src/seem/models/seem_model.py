@@ -1,0 +1,200 @@
+"""The SEEM model: backbone → pixel decoder → decoder, plus the text encoder, built from a ``SEEMConfig``.
+
+``SEEMModel`` only wires the parts together and loads weights; it holds no task logic. Everything users touch (the
+predictor, interaction sessions, the evaluator, the CLI) calls these methods:
+
+- ``encode_image(image)`` → ``ImageFeatures`` (run once per image and cache);
+- ``class_embeddings(names)`` → the vocabulary for class logits (cache per class list);
+- ``encode_phrases(phrases)`` → a ``GroundingPrompt`` for referring text;
+- ``decode(DecoderInputs)`` → ``DecoderOutput`` (every prompt kind, memory, injected draws);
+- ``encode_reference(features, SpatialPrompts)`` → ``ReferenceTokens`` for a referring-image prompt.
+
+Loading: ``from_official(path)`` (strict conversion of an official SEEM ``.pt``), ``from_pretrained(dir)`` /
+``save_pretrained(dir)`` (our safetensors format).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from seem.models.backbones.focalnet import FocalNet
+from seem.models.checkpoints.common import CheckpointError, ConversionReport
+from seem.models.checkpoints.native import load_native, save_native
+from seem.models.checkpoints.seem import (
+    convert_official_seem,
+    infer_seem_config,
+    official_state_dict,
+    read_official_seem,
+    variant_from_filename,
+)
+from seem.models.config import DecoderVariant, SEEMConfig, from_official_yaml
+from seem.models.pixel_decoders.fpn_transformer import TransformerEncoderPixelDecoder
+from seem.models.preprocess import normalize_and_pad
+from seem.models.seem_decoder import SEEMDecoder
+from seem.models.seem_types import (
+    DecoderDraws,
+    DecoderInputs,
+    DecoderOutput,
+    GroundingPrompt,
+    ImageFeatures,
+    ReferenceTokens,
+    SpatialPrompts,
+)
+from seem.models.text.encoder import TextEncoder
+
+FAMILY = "seem"
+
+
+class SEEMModel(nn.Module):
+    """One SEEM model (any size, v1 or demo decoder rules).
+
+    Attributes:
+        config: the ``SEEMConfig`` it was built from.
+        backbone: ``FocalNet`` (official prefix ``backbone.``).
+        pixel_decoder: ``TransformerEncoderPixelDecoder`` (``sem_seg_head.pixel_decoder.``).
+        text_encoder: ``TextEncoder`` (``sem_seg_head.predictor.lang_encoder.``).
+        decoder: ``SEEMDecoder`` (``sem_seg_head.predictor.``).
+    """
+
+    def __init__(self, config: SEEMConfig) -> None:
+        super().__init__()
+        if config.pixel_decoder.conv_dim != config.decoder.hidden_dim:
+            raise ValueError(
+                f"pixel_decoder.conv_dim ({config.pixel_decoder.conv_dim}) must equal decoder.hidden_dim "
+                f"({config.decoder.hidden_dim}): the decoder's input projection is the identity"
+            )
+        self.config = config
+        self.backbone = FocalNet(config.backbone)
+        self.pixel_decoder = TransformerEncoderPixelDecoder(config.pixel_decoder)
+        self.text_encoder = TextEncoder(config.text)
+        self.decoder = SEEMDecoder(config.decoder)
+
+    # ------------------------------------------------------------------------------------------------
+    # inference building blocks
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.query_feat.weight.device
+
+    def preprocess(self, image: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """uint8 RGB ``[3, H, W]`` or ``[B, 3, H, W]`` → (normalised, zero-padded ``[B, 3, Hp, Wp]``, ``(H, W)``)."""
+        x = normalize_and_pad(
+            image.to(self.device),
+            self.config.pixel_mean,
+            self.config.pixel_std,
+            self.config.inference.size_divisibility,
+        )
+        return x, (int(image.shape[-2]), int(image.shape[-1]))
+
+    def encode_image(self, image: Tensor) -> ImageFeatures:
+        """Backbone + pixel decoder on a uint8 RGB image ``[3, H, W]`` / ``[B, 3, H, W]`` (already resized).
+
+        Returns ``ImageFeatures`` with the three decoder levels (strides 32, 16, 8), the stride-4 mask features
+        and the padded size ``(Hp, Wp)``. The unpadded size is ``image.shape[-2:]``.
+        """
+        x, _ = self.preprocess(image)
+        pix = self.pixel_decoder(self.backbone(x))
+        return ImageFeatures(
+            multi_scale=list(pix.multi_scale_features),
+            mask_features=pix.mask_features,
+            padded_size=(int(x.shape[-2]), int(x.shape[-1])),
+        )
+
+    def class_embeddings(self, class_names: Sequence[str]) -> Tensor:
+        """Vocabulary ``[K + 1, D]`` for ``class_names`` (SEEM's 81 templates; ``background`` appended last)."""
+        return self.text_encoder.class_embeddings(list(class_names))
+
+    def encode_phrases(self, phrases: Sequence[str]) -> GroundingPrompt:
+        """Referring phrases → a ``GroundingPrompt`` (all phrases' non-padding tokens form one group)."""
+        if isinstance(phrases, str):
+            phrases = [phrases]
+        enc = self.text_encoder.encode_text(list(phrases))
+        keep = enc.attention_mask.bool()
+        return GroundingPrompt(tokens=enc.token_emb[keep], phrase_embeddings=enc.pooled)
+
+    @property
+    def logit_scale(self) -> Tensor:
+        """The text encoder's ``logit_scale`` parameter (log scale; ``exp`` is applied where it is used)."""
+        return self.text_encoder.logit_scale
+
+    def decode(self, inputs: DecoderInputs, trace: dict[str, Tensor] | None = None) -> DecoderOutput:
+        """Run the decoder (see ``SEEMDecoder.forward``); fills in ``logit_scale`` when it is missing."""
+        if inputs.logit_scale is None:
+            inputs.logit_scale = self.logit_scale
+        return self.decoder(inputs, trace=trace)
+
+    def encode_reference(
+        self, features: ImageFeatures, prompts: SpatialPrompts, draws: DecoderDraws | None = None
+    ) -> ReferenceTokens:
+        """Stage 1 of a referring-image prompt: tokens of ``prompts`` drawn on the reference image's features."""
+        return self.decoder.encode_reference(features, prompts, draws=draws)
+
+    # ------------------------------------------------------------------------------------------------
+    # weights
+
+    def expected_shapes(self) -> dict[str, torch.Size]:
+        return {k: v.shape for k, v in self.state_dict().items()}
+
+    def load_official_state_dict(self, official: Mapping[str, Tensor], what: str = "checkpoint") -> ConversionReport:
+        """Load an official SEEM state_dict strictly (see ``seem.models.checkpoints.seem``)."""
+        ours, report = convert_official_seem(official, self.expected_shapes(), what=what)
+        self.load_state_dict(ours, strict=True, assign=any(p.is_meta for p in self.parameters()))
+        return report
+
+    @classmethod
+    def from_official(
+        cls,
+        checkpoint: str | Path | Mapping[str, Tensor],
+        variant: DecoderVariant | None = None,
+        config: SEEMConfig | str | Path | None = None,
+    ) -> tuple[SEEMModel, ConversionReport]:
+        """Build a model from an official SEEM checkpoint (path or loaded state_dict), strictly.
+
+        Args:
+            checkpoint: ``seem_focal{t,l}_v{0,1}.pt`` or an already loaded official state_dict.
+            variant: decoder rules; default ``"demo"`` for ``*_v0`` files (as the official demo runs them), else
+                ``"v1"``.
+            config: a ``SEEMConfig`` or an official YAML path; default: inferred from the weights.
+
+        Returns:
+            ``(model in eval mode, ConversionReport)``.
+        """
+        if isinstance(checkpoint, (str, Path)):
+            what = str(checkpoint)
+            sd = read_official_seem(checkpoint)
+            variant = variant or variant_from_filename(checkpoint)
+        else:
+            what = "state_dict"
+            sd = official_state_dict(checkpoint, what)
+            variant = variant or "v1"
+        if isinstance(config, (str, Path)):
+            config = from_official_yaml(config)
+        if config is None:
+            name = Path(what).stem if what != "state_dict" else "seem"
+            config = infer_seem_config(sd, variant=variant, name=name)
+        elif config.decoder.variant != variant:
+            config.decoder.variant = variant
+        model = cls(config)
+        report = model.load_official_state_dict(sd, what=what)
+        return model.eval(), report
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (lossless)."""
+        return save_native(out_dir, FAMILY, self.config.to_dict(), self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> SEEMModel:
+        """Load a directory written by ``save_pretrained`` (strict: every key must match)."""
+        family, cfg, sd = load_native(path, device=device)
+        if family != FAMILY:
+            raise CheckpointError(f"{path}: holds a {family!r} model, not a SEEM model")
+        model = cls(SEEMConfig.from_dict(cfg)).to(device)
+        missing, unexpected = set(model.state_dict()) - set(sd), set(sd) - set(model.state_dict())
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: missing keys {sorted(missing)[:10]}, unexpected {sorted(unexpected)[:10]}")
+        model.load_state_dict(sd, strict=True)
+        return model.eval()
