@@ -85,6 +85,8 @@ def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
 class WindowAttention(nn.Module):
     """Window multi-head self-attention with a relative position bias (official parameter names)."""
 
+    relative_position_index: Tensor
+
     def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True, qk_scale: float | None = None):
         super().__init__()
         self.dim = dim
@@ -129,7 +131,7 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: Tensor, h: int, w: int, shift_mask: Tensor | None) -> Tensor:
         """``x``: ``[B, H*W, C]``; ``shift_mask``: the stage's ``[nW, N, N]`` mask (used only when shifted)."""
-        b, length, c = x.shape
+        b, _, c = x.shape
         ws = self.window
         shortcut = x
         x = self.norm1(x).view(b, h, w, c)

@@ -1,0 +1,284 @@
+"""The assembled Semantic-SAM model: Swin → deformable encoder → interactive granularity decoder.
+
+Usage (what a predictor does)::
+
+    model = SemanticSAM(swin_t()).eval()
+    load_official_semantic_sam("swint_only_sam_many2many.pth", model)
+    x = model.preprocess(image_uint8_chw)                       # [1, 3, Hp, Wp], normalised, zero-padded
+    feats = model.encode_image(x, image_size=(H, W))            # once per image
+    out = model.decode_clicks(feats, torch.tensor([[x_px, y_px]]))  # any number of times
+    masks = model.upscale_masks(out.masks, feats)               # [B, Q, 6, H, W] logits; > 0 is the mask
+
+Coordinates (the rule the official code uses, kept exactly):
+
+- ``decode_clicks`` takes clicks as **pixel** ``(x, y)`` in the unpadded input image (the image given to
+  ``preprocess``, i.e. after any resizing): ``x`` is the column, ``y`` the row. They are converted to fractions of
+  the unpadded image, ``(x / W, y / H)`` (no +0.5: the official demo passes ``column / W``), then each click
+  becomes the box ``(x / W, y / H, 0.005, 0.005)`` and the whole box is rescaled to the padded canvas by
+  ``(W / Wp, H / Hp, W / Wp, H / Hp)`` — the 0.005 size included, as in ``evaluate_demo``. With
+  ``relative=True`` clicks are given directly as fractions ``(x / W, y / H)`` (the official API's convention).
+- Boxes are XYXY pixels in the unpadded image, converted to ``(cx, cy, w, h) / (W, H, W, H)`` and rescaled to the
+  padded canvas the same way (``relative=True``: already divided by ``(W, H, W, H)``).
+- Output boxes are ``(cx, cy, w, h)`` normalised to the **padded** canvas (official ``pred_boxes``);
+  ``boxes_to_xyxy_pixels`` converts them to XYXY pixels.
+- Output masks are stride-4 logits of the padded canvas; ``upscale_masks`` upsamples them bilinearly
+  (``align_corners=False``) to the padded size and crops the unpadded ``H x W``, as ``evaluate_demo`` does.
+
+Each prompt yields ``num_tokens`` (6) masks, IoU predictions and boxes, in granularity-token order 0..5 (the
+automatic generator's user levels 1..6 map to tokens 3, 2, 0, 4, 1, 5). ``exact_batching`` is explained in
+``seem.models.granularity_decoder``; ``pb`` (point/box type) defaults to 0, what every official inference path
+feeds (training used 1 for points; with real boxes the official results are reported to be poor).
+
+Official checkpoint prefixes: ``model.backbone.`` → ``backbone.``, ``model.sem_seg_head.pixel_decoder.`` →
+``pixel_decoder.``, ``model.sem_seg_head.predictor.`` → ``predictor.`` (see
+``seem.models.checkpoints.semantic_sam``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seem.models.backbones.swin import SwinTransformer
+from seem.models.granularity_decoder import DecoderMemory, GranularityDecoder, GranularityDecoderOutput
+from seem.models.pixel_decoders.deformable import DeformableEncoder
+from seem.models.pixel_decoders.ms_deform_attn import MSDAImpl, MSDeformAttn
+from seem.models.preprocess import normalize_and_pad
+from seem.models.semantic_sam_config import SemanticSAMConfig
+
+__all__ = ["CLICK_BOX_SIZE", "SemanticSAM", "SemanticSAMFeatures", "boxes_to_xyxy_pixels"]
+
+CLICK_BOX_SIZE = 0.005
+"""Width and height of the anchor box of a click, as a fraction of the unpadded image (official value)."""
+
+
+@dataclass
+class SemanticSAMFeatures:
+    """Image features, computed once per image batch by ``SemanticSAM.encode_image``.
+
+    Attributes:
+        image_size: ``(H, W)`` of the unpadded input (same for every image of the batch).
+        padded_size: ``(Hp, Wp)`` of the padded input.
+        multi_scale: encoder maps ``[s8, s16, s32, s64]``, ``[B, C, Hp/s, Wp/s]``.
+        mask_features: ``[B, mask_dim, Hp/4, Wp/4]``.
+        memory: the decoder's view (flattened s64..s8 memory, projected-value cache).
+        backbone: the Swin outputs ``res2..res5`` (kept only with ``keep_backbone=True``).
+    """
+
+    image_size: tuple[int, int]
+    padded_size: tuple[int, int]
+    multi_scale: list[Tensor]
+    mask_features: Tensor
+    memory: DecoderMemory
+    backbone: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.mask_features.shape[0])
+
+
+def boxes_to_xyxy_pixels(boxes: Tensor, padded_size: tuple[int, int]) -> Tensor:
+    """``(cx, cy, w, h)`` normalised to the padded canvas → XYXY pixels (same origin as the unpadded image)."""
+    hp, wp = padded_size
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack(((cx - w / 2) * wp, (cy - h / 2) * hp, (cx + w / 2) * wp, (cy + h / 2) * hp), -1)
+
+
+class SemanticSAM(nn.Module):
+    """Semantic-SAM (see the module docstring for the API and coordinate rules).
+
+    Submodules: ``backbone`` (``SwinTransformer``), ``pixel_decoder`` (``DeformableEncoder``), ``predictor``
+    (``GranularityDecoder``). ``pixel_mean`` / ``pixel_std`` are non-persistent buffers (``[3]``, 0..255 scale).
+    """
+
+    pixel_mean: Tensor
+    pixel_std: Tensor
+
+    def __init__(self, cfg: SemanticSAMConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.backbone = SwinTransformer(cfg.backbone)
+        self.pixel_decoder = DeformableEncoder(cfg.encoder)
+        self.predictor = GranularityDecoder(cfg.decoder)
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32), persistent=False)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.cfg.decoder.num_tokens
+
+    def set_msda_impl(self, impl: MSDAImpl) -> None:
+        """Choose the MSDA core of every encoder and decoder layer: ``"auto"`` (default: ``"gather"`` on CPU/CUDA,
+        ``"grid_sample"`` elsewhere), ``"gather"`` or ``"grid_sample"`` (the official formulation). Features encoded
+        before the switch keep their cached decoder values, which do not depend on the choice."""
+        if impl not in ("auto", "gather", "grid_sample"):
+            raise ValueError(f"unknown MSDA implementation {impl!r}; expected 'auto', 'gather' or 'grid_sample'")
+        for m in self.modules():
+            if isinstance(m, MSDeformAttn):
+                m.impl = impl
+
+    def preprocess(self, image: Tensor) -> Tensor:
+        """uint8 RGB ``[3, H, W]`` or ``[B, 3, H, W]`` → normalised, zero-padded ``[B, 3, Hp, Wp]`` float32."""
+        if not isinstance(image, Tensor):
+            raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
+        return normalize_and_pad(
+            image.to(self.pixel_mean.device), self.pixel_mean, self.pixel_std, self.cfg.size_divisibility
+        )
+
+    def encode_image(
+        self, images: Tensor, image_size: tuple[int, int] | None = None, *, keep_backbone: bool = False
+    ) -> SemanticSAMFeatures:
+        """Backbone + encoder on normalised, padded images.
+
+        Args:
+            images: ``[B, 3, Hp, Wp]`` float, from ``preprocess`` (sides multiples of ``size_divisibility``).
+            image_size: ``(H, W)`` of the unpadded content (default: the padded size, i.e. no padding).
+            keep_backbone: also keep the Swin outputs in ``features.backbone``.
+        """
+        if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be a [B, 3, Hp, Wp] tensor, got {getattr(images, 'shape', type(images))}")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be normalised floats (see preprocess), got dtype {images.dtype}")
+        hp, wp = int(images.shape[-2]), int(images.shape[-1])
+        div = self.cfg.size_divisibility
+        if hp % div or wp % div:
+            raise ValueError(f"padded size {(hp, wp)} is not a multiple of {div}; use preprocess()")
+        if image_size is None:
+            image_size = (hp, wp)
+        h, w = int(image_size[0]), int(image_size[1])
+        if not (0 < h <= hp and 0 < w <= wp):
+            raise ValueError(f"image_size {(h, w)} must be positive and fit in the padded size {(hp, wp)}")
+        feats = self.backbone(images)
+        enc = self.pixel_decoder(feats)
+        return SemanticSAMFeatures(
+            image_size=(h, w),
+            padded_size=(hp, wp),
+            multi_scale=enc.multi_scale,
+            mask_features=enc.mask_features,
+            memory=DecoderMemory.from_multi_scale(enc.multi_scale, enc.mask_features),
+            backbone=feats if keep_backbone else {},
+        )
+
+    def prompt_boxes(
+        self,
+        features: SemanticSAMFeatures,
+        points: Tensor | None = None,
+        boxes: Tensor | None = None,
+        *,
+        relative: bool = False,
+    ) -> Tensor:
+        """Clicks and/or boxes → anchor boxes ``[B, Q, 4]`` ``(cx, cy, w, h)`` on the padded canvas (clicks first).
+
+        ``points``: ``[Q, 2]`` or ``[B, Q, 2]`` ``(x, y)``; ``boxes``: ``[Q, 4]`` or ``[B, Q, 4]`` XYXY. Pixels of the
+        unpadded image, or fractions of it with ``relative=True`` (see the module docstring).
+        """
+        h, w = features.image_size
+        hp, wp = features.padded_size
+        b = features.batch_size
+        dev = features.mask_features.device
+        parts = []
+        if points is not None:
+            pts = self._as_prompts(points, 2, "points", b, dev)
+            if not relative:
+                pts = pts / torch.tensor([w, h], dtype=torch.float32, device=dev)
+            size = torch.full_like(pts, CLICK_BOX_SIZE)
+            parts.append(torch.cat([pts, size], -1))
+        if boxes is not None:
+            bx = self._as_prompts(boxes, 4, "boxes", b, dev)
+            if bool(((bx[..., 2:] - bx[..., :2]) < 0).any()):
+                raise ValueError("boxes must be XYXY with x2 >= x1 and y2 >= y1")
+            if not relative:
+                bx = bx / torch.tensor([w, h, w, h], dtype=torch.float32, device=dev)
+            parts.append(torch.cat([(bx[..., :2] + bx[..., 2:]) / 2, bx[..., 2:] - bx[..., :2]], -1))
+        if not parts:
+            raise ValueError("give at least one click (points) or box")
+        anchors = torch.cat(parts, 1)
+        if anchors.shape[1] == 0:
+            raise ValueError("give at least one click (points) or box; got zero prompts")
+        # official evaluate_demo: points * [W, H, W, H] / [Wp, Hp, Wp, Hp] (float32, this operation order)
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=dev)
+        padded = torch.tensor([wp, hp, wp, hp], dtype=torch.float32, device=dev)
+        return anchors * scale / padded
+
+    @staticmethod
+    def _as_prompts(x: Tensor | Sequence[float], n: int, name: str, b: int, dev: torch.device) -> Tensor:
+        t = torch.as_tensor(x, dtype=torch.float32, device=dev)
+        if t.dim() == 2:
+            t = t.unsqueeze(0).expand(b, -1, -1)
+        if t.dim() != 3 or t.shape[-1] != n or t.shape[0] != b:
+            raise ValueError(f"{name} must be [Q, {n}] or [{b}, Q, {n}], got shape {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} must be finite")
+        return t
+
+    def decode_clicks(
+        self,
+        features: SemanticSAMFeatures,
+        points: Tensor | None = None,
+        boxes: Tensor | None = None,
+        *,
+        relative: bool = False,
+        exact_batching: bool = False,
+        pb: int | Tensor = 0,
+        compute_masks: bool = True,
+        all_layer_masks: bool = False,
+        return_intermediates: bool = False,
+    ) -> GranularityDecoderOutput:
+        """Decode clicks and/or boxes into ``num_tokens`` masks, IoU scores and boxes each.
+
+        Args:
+            features: from ``encode_image``.
+            points: clicks ``[Q, 2]`` / ``[B, Q, 2]`` ``(x, y)`` (pixels, or fractions with ``relative=True``).
+            boxes: boxes ``[Q, 4]`` / ``[B, Q, 4]`` XYXY (pixels, or fractions with ``relative=True``).
+            relative: coordinates are fractions of the unpadded image instead of pixels.
+            exact_batching: all prompts of an image attend to each other (official batched inference); default
+                False: each prompt is decoded as if alone.
+            pb: point/box type index, an int for every prompt or a ``[Q]`` / ``[B, Q]`` tensor (official: 0).
+            compute_masks: compute the final-layer stride-4 mask logits.
+            all_layer_masks, return_intermediates: see ``GranularityDecoder.forward``.
+
+        Returns:
+            ``GranularityDecoderOutput`` with prompts in order (clicks, then boxes): ``masks`` ``[B, Q, K, Hp/4,
+            Wp/4]``, ``ious`` ``[B, Q, K]``, ``boxes`` ``[B, Q, K, 4]`` (cxcywh on the padded canvas).
+        """
+        anchors = self.prompt_boxes(features, points, boxes, relative=relative)
+        b, q, _ = anchors.shape
+        pb_t = torch.as_tensor(pb, dtype=torch.long, device=anchors.device)
+        if pb_t.dim() == 0:
+            pb_t = pb_t.expand(b, q)
+        elif pb_t.dim() == 1:
+            pb_t = pb_t.unsqueeze(0).expand(b, -1)
+        if tuple(pb_t.shape) != (b, q):
+            raise ValueError(f"pb must be an int, [Q] or [B, Q] with Q={q}, got shape {tuple(pb_t.shape)}")
+        if bool(((pb_t < 0) | (pb_t > 1)).any()):
+            raise ValueError("pb values must be 0 or 1")
+        return self.predictor(
+            features.memory,
+            anchors,
+            pb_t,
+            exact_batching=exact_batching,
+            compute_masks=compute_masks,
+            all_layer_masks=all_layer_masks,
+            return_intermediates=return_intermediates,
+        )
+
+    @staticmethod
+    def upscale_masks(masks: Tensor, features: SemanticSAMFeatures) -> Tensor:
+        """Stride-4 logits ``[..., Hp/4, Wp/4]`` → logits ``[..., H, W]`` of the unpadded image (official rule:
+        bilinear, ``align_corners=False``, to the padded size, then crop)."""
+        lead = masks.shape[:-2]
+        hp, wp = features.padded_size
+        h, w = features.image_size
+        up = F.interpolate(masks.reshape(-1, 1, *masks.shape[-2:]), size=(hp, wp), mode="bilinear", align_corners=False)
+        return up[..., :h, :w].reshape(*lead, h, w)
+
+    def forward(self, image: Tensor, points: Tensor, **kwargs: object) -> GranularityDecoderOutput:
+        """One-shot convenience: uint8 image ``[3, H, W]`` + pixel clicks ``[Q, 2]`` → decoder outputs."""
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        feats = self.encode_image(self.preprocess(image), (h, w))
+        return self.decode_clicks(feats, points, **kwargs)  # type: ignore[arg-type]
