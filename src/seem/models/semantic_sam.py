@@ -36,14 +36,17 @@ Official checkpoint prefixes: ``model.backbone.`` → ``backbone.``, ``model.sem
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seem.models.backbones.swin import SwinTransformer
+from seem.models.checkpoints.common import CheckpointError, ConversionReport
 from seem.models.granularity_decoder import DecoderMemory, GranularityDecoder, GranularityDecoderOutput
 from seem.models.pixel_decoders.deformable import DeformableEncoder
 from seem.models.pixel_decoders.ms_deform_attn import MSDAImpl, MSDeformAttn
@@ -282,3 +285,54 @@ class SemanticSAM(nn.Module):
         h, w = int(image.shape[-2]), int(image.shape[-1])
         feats = self.encode_image(self.preprocess(image), (h, w))
         return self.decode_clicks(feats, points, **kwargs)  # type: ignore[arg-type]
+
+
+FAMILY = "semantic_sam"
+
+
+def semantic_sam_from_official(
+    checkpoint: str | Path | Mapping[str, Any], config: SemanticSAMConfig | str | Path | None = None
+) -> tuple[SemanticSAM, ConversionReport]:
+    """Build a Semantic-SAM from an official ``.pth`` (path or loaded object), strictly; returns (model, report).
+
+    ``config``: a ``SemanticSAMConfig``, an official YAML path, or None to pick Swin-T / Swin-L from the backbone's
+    width (96 / 192), the only two released models.
+    """
+    from seem.models.checkpoints.semantic_sam import load_official_semantic_sam, official_state_dict
+    from seem.models.semantic_sam_config import from_official_yaml, swin_l, swin_t
+
+    state = official_state_dict(checkpoint)
+    if isinstance(config, str | Path):
+        config = from_official_yaml(config)
+    if config is None:
+        w = state.get("model.backbone.patch_embed.proj.weight")
+        widths = {96: swin_t, 192: swin_l}
+        if w is None or int(w.shape[0]) not in widths:
+            raise CheckpointError(
+                "cannot tell the Semantic-SAM size from 'model.backbone.patch_embed.proj.weight' "
+                f"({None if w is None else tuple(w.shape)}); pass config= (an official YAML or SemanticSAMConfig)"
+            )
+        config = widths[int(w.shape[0])]()
+    model = SemanticSAM(config)
+    what = str(checkpoint) if isinstance(checkpoint, str | Path) else "checkpoint"
+    report = load_official_semantic_sam(state, model, what=what)
+    return model.eval(), report
+
+
+def save_semantic_sam(model: SemanticSAM, out_dir: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (our format)."""
+    from seem.models.checkpoints.native import save_native
+
+    return save_native(out_dir, FAMILY, model.cfg.to_dict(), model.state_dict())
+
+
+def load_semantic_sam(path: str | Path, device: str | torch.device = "cpu") -> SemanticSAM:
+    """Load a directory written by ``save_semantic_sam`` (strict)."""
+    from seem.models.checkpoints.native import load_native
+
+    family, cfg, sd = load_native(path, device=device)
+    if family != FAMILY:
+        raise CheckpointError(f"{path}: holds a {family!r} model, not Semantic-SAM")
+    model = SemanticSAM(SemanticSAMConfig.from_dict(cfg)).to(device)
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
