@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -129,7 +130,7 @@ def infer_seem_config(sd: Mapping[str, Tensor], variant: DecoderVariant = "v1", 
     windows = tuple(
         int(sd[f"backbone.layers.{i}.blocks.0.modulation.focal_layers.0.0.weight"].shape[-1]) for i in range(n_stages)
     )
-    flavour = "focal_dw" if "backbone.layers.0.blocks.0.dw1.weight" in sd else "focal"
+    flavour: Literal["focal", "focal_dw"] = "focal_dw" if "backbone.layers.0.blocks.0.dw1.weight" in sd else "focal"
     backbone = FocalNetConfig(
         flavour=flavour,
         embed_dim=int(embed),
