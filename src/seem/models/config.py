@@ -137,10 +137,15 @@ class SEEMConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SEEMConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError`` naming them."""
-        return _from_dict(cls, d)
+        return dataclass_from_dict(cls, d)
 
 
-def _from_dict(cls: Any, d: dict[str, Any]) -> Any:
+def dataclass_from_dict(cls: Any, d: dict[str, Any]) -> Any:
+    """Build the (nested) config dataclass ``cls`` from a plain dict such as ``to_dict`` wrote.
+
+    Nested dataclass fields are built recursively and lists become tuples where the field's default is a tuple;
+    unknown keys raise ``ValueError`` naming them.
+    """
     if not isinstance(d, dict):
         raise ValueError(f"{cls.__name__}: expected a mapping, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -149,9 +154,10 @@ def _from_dict(cls: Any, d: dict[str, Any]) -> Any:
         raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
     kwargs: dict[str, Any] = {}
     for name, value in d.items():
-        default = getattr(cls(), name)
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
-            kwargs[name] = _from_dict(type(default), value)
+            kwargs[name] = dataclass_from_dict(type(default), value)
         elif isinstance(default, tuple):
             kwargs[name] = tuple(value)
         else:

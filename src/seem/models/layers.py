@@ -77,6 +77,19 @@ class MLP(nn.Module):
         return x
 
 
+class GeluMlp(nn.Module):
+    """``fc1 → GELU → fc2`` on ``[..., C]`` (the transformer block MLP of FocalNet and Swin; keys ``fc1``, ``fc2``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 class Conv2dNorm(nn.Conv2d):
     """``nn.Conv2d`` followed by an optional norm and activation (detectron2's ``Conv2d`` wrapper).
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seem.models.config import PIXEL_MEAN, PIXEL_STD
+from seem.models.config import PIXEL_MEAN, PIXEL_STD, dataclass_from_dict
 
 __all__ = [
     "DeformableEncoderConfig",
@@ -145,30 +145,7 @@ class SemanticSAMConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SemanticSAMConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError`` naming them."""
-        return _from_dict(cls, d)
-
-
-def _from_dict(cls: Any, d: dict[str, Any]) -> Any:
-    if not isinstance(d, dict):
-        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
-    kwargs: dict[str, Any] = {}
-    defaults = {
-        f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-        for f in fields.values()
-    }
-    for name, value in d.items():
-        default = defaults[name]
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _from_dict(type(default), value)
-        elif isinstance(default, tuple):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
+        return dataclass_from_dict(cls, d)
 
 
 def _make(name: str, bb: SwinConfig) -> SemanticSAMConfig:

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import FocalNetConfig
+from seem.models.config import FocalNetConfig
+from seem.models.layers import GeluMlp
 
 __all__ = ["FocalModulation", "FocalModulationBlock", "FocalNet", "FocalNetStage", "PatchEmbed"]
 
@@ -143,19 +144,6 @@ class FocalModulation(nn.Module):
         return self.proj(out)
 
 
-class _Mlp(nn.Module):
-    """``fc1`` -> GELU -> ``fc2`` on the last dimension."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class FocalModulationBlock(nn.Module):
     """One FocalNet block; ``flavour`` selects the official ``focal_dw`` or ``focal`` variant.
 
@@ -214,7 +202,7 @@ class FocalModulationBlock(nn.Module):
         if flavour == "focal_dw":
             self.dw2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = GeluMlp(dim, int(dim * mlp_ratio))
 
     @staticmethod
     def _dw_residual(x: Tensor, conv: nn.Conv2d) -> Tensor:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seem.models.layers import GeluMlp
 from seem.models.semantic_sam_config import SwinConfig
 
 __all__ = ["SwinTransformer"]
@@ -42,19 +43,6 @@ class DropPath(nn.Module):
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
         return x * mask / keep
-
-
-class Mlp(nn.Module):
-    """``fc1 → GELU → fc2`` on ``[..., C]``."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 def relative_position_index(window: int) -> Tensor:
@@ -127,7 +115,7 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, window, num_heads, cfg.qkv_bias, cfg.qk_scale)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        self.mlp = GeluMlp(dim, int(dim * cfg.mlp_ratio))
 
     def forward(self, x: Tensor, h: int, w: int, shift_mask: Tensor | None) -> Tensor:
         """``x``: ``[B, H*W, C]``; ``shift_mask``: the stage's ``[nW, N, N]`` mask (used only when shifted)."""
