@@ -7,6 +7,9 @@ has it. Parity folders come from ``SEEM_PARITY_DIR``, ``SEEM_DEMO_PARITY_DIR`` a
 from __future__ import annotations
 
 import os
+
+# OpenMP threads busy-wait by default; on a small shared machine that slows the decoder's many small ops 15-60x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import numpy as np

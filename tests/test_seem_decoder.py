@@ -11,6 +11,9 @@ checked in full.
 
 Image features: astronaut from the stored ``features_astronaut.npz`` (complete); coffee is stored only
 partially, so its features are computed with our FocalNet + pixel decoder (module-scoped fixture).
+
+Every parity call passes a ``trace``, which selects the decoder's exact path (official order of operations,
+all query groups given the vocabulary); ``test_seem_decoder_fast.py`` checks the fast default path against it.
 """
 
 from __future__ import annotations
@@ -630,8 +633,10 @@ def test_prompt_independent_of_other_prompts() -> None:
     p1[80:90, 100:130] = True  # a small scribble-like box, 300 px
     n0 = _click(128, 160, 60, 70)
     empty = torch.zeros(128, 160, dtype=torch.bool)
-    one = DecoderInputs(feats, spatial=SpatialPrompts(p0[None], n0[None]))
-    two = DecoderInputs(feats, spatial=SpatialPrompts(torch.stack([p0, p1]), torch.stack([n0, empty])))
+    one = DecoderInputs(feats, spatial=SpatialPrompts(p0[None], n0[None]), object_queries=True)
+    two = DecoderInputs(
+        feats, spatial=SpatialPrompts(torch.stack([p0, p1]), torch.stack([n0, empty])), object_queries=True
+    )
     with torch.no_grad():
         a = dec(one)
         b = dec(two)
@@ -640,9 +645,10 @@ def test_prompt_independent_of_other_prompts() -> None:
     for pa, pb in zip(a.predictions, b.predictions, strict=True):
         assert pa.spatial is not None and pb.spatial is not None
         assert rel_err(pb.spatial.mask_logits[:, :3], pa.spatial.mask_logits) < 1e-5
+        assert pa.object is not None and pb.object is not None
         assert rel_err(pb.object.mask_logits, pa.object.mask_logits) < 1e-5  # v1: objects ignore prompts
     assert rel_err(b.spatial_selection.prev_mask[:1], a.spatial_selection.prev_mask) < 1e-5
-    assert a.final.object.class_logits is None  # no vocabulary given: no class logits
+    assert a.final.object is not None and a.final.object.class_logits is None  # no vocabulary: no class logits
 
 
 def test_reference_tokens_equal_spatial_prompt_v1() -> None:
@@ -697,7 +703,8 @@ def test_prompt_without_pixels(variant: str) -> None:
         out = dec(DecoderInputs(feats, spatial=SpatialPrompts(empty, empty)))
     assert out.pooled_pos_spatial is not None
     assert torch.all(out.pooled_pos_spatial == (-1.0 if variant == "v1" else 0.0))
-    assert torch.isfinite(out.final.object.mask_logits).all()
+    group = out.final.spatial if variant == "v1" else out.final.object
+    assert group is not None and torch.isfinite(group.mask_logits).all()
 
 
 def test_batch_without_prompts() -> None:

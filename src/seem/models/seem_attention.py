@@ -39,6 +39,7 @@ __all__ = [
     "cross_attention_mask",
     "default_memory_slots",
     "default_spatial_query_indices",
+    "logits_to_blocked",
     "mask_logits_to_blocked",
     "rules_for",
 ]
@@ -188,14 +189,27 @@ def rules_for(variant: str) -> AttentionRules:
     raise ValueError(f"unknown decoder variant {variant!r}; expected 'v1' or 'demo'")
 
 
+def logits_to_blocked(logits: Tensor) -> Tensor:
+    """``[B, Q, h, w]`` logits already at the level size → bool ``[B, Q, h·w]``, True = blocked.
+
+    ``sigmoid < 0.5`` (kept literally rather than ``logit < 0`` so that borderline values round exactly as
+    officially). Computed in float32 or wider.
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return logits.sigmoid().flatten(2) < 0.5
+
+
 def mask_logits_to_blocked(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
     """Mask2Former attention mask: ``[B, Q, H, W]`` logits → bool ``[B, Q, h·w]``, True = blocked.
 
-    Bilinear resize (``align_corners=False``) to ``size``, then ``sigmoid < 0.5`` (kept literally rather than
-    ``logit < 0`` so that borderline values round exactly as officially).
+    Bilinear resize (``align_corners=False``) to ``size``, then ``sigmoid < 0.5`` (``logits_to_blocked``).
     """
-    resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-    return resized.sigmoid().flatten(2) < 0.5
+    if mask_logits.dtype in (torch.float16, torch.bfloat16):
+        mask_logits = mask_logits.float()
+    with torch.autocast(mask_logits.device.type, enabled=False):
+        resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    return logits_to_blocked(resized)
 
 
 def cross_attention_mask(
@@ -207,7 +221,9 @@ def cross_attention_mask(
     """The mask used by cross-attention.
 
     Args:
-        blocked: bool ``[B, Q, h·w]`` from the previous prediction (``mask_logits_to_blocked``).
+        blocked: bool ``[B, Q, h·w]`` from the previous prediction (``mask_logits_to_blocked``), either for
+            every cross-attention row or only for the rows before the memory rows (the memory rows' own
+            predictions are never used: they are replaced below).
         layout: the cross-attention layout (to find the memory rows).
         memory_blocked: bool ``[B, n_prompts, h·w]`` from ``prev_mask`` (v1 memories) or None.
         memory_slots: long ``[S]``: the prompt each memory slot serves in this layer.
@@ -215,11 +231,20 @@ def cross_attention_mask(
     Memory rows are overwritten with their prompt's ``prev_mask`` row; then every fully blocked row is
     unblocked (attends everywhere), as Mask2Former does.
     """
-    mask = blocked.clone()
     if MEMORIES_SPATIAL in layout:
         if memory_blocked is None or memory_slots is None:
             raise ValueError("memory rows present but no prev_mask / memory slots given")
-        mask[:, layout.rows(MEMORIES_SPATIAL)] = memory_blocked[:, memory_slots.to(mask.device)]
+        rows = layout.rows(MEMORIES_SPATIAL)
+        memory = memory_blocked[:, memory_slots.to(blocked.device)]
+        if blocked.shape[1] == layout.total:
+            mask = blocked.clone()
+            mask[:, rows] = memory
+        elif blocked.shape[1] == rows.start and rows.stop == layout.total:
+            mask = torch.cat([blocked, memory], dim=1)
+        else:
+            raise ValueError(f"blocked has {blocked.shape[1]} rows; expected {layout.total} or {rows.start}")
+    else:
+        mask = blocked.clone()
     full = mask.all(dim=-1)
     mask[full] = False
     return mask

@@ -25,7 +25,8 @@ cross-attention mask). Post-norm layers (``pre_norm=False``) in every released m
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ from .seem_attention import (
     cross_attention_mask,
     default_memory_slots,
     default_spatial_query_indices,
+    logits_to_blocked,
     mask_logits_to_blocked,
     rules_for,
 )
@@ -62,6 +64,7 @@ from .seem_types import (
     ReferenceTokens,
     SpatialPrompts,
     SpatialSelection,
+    mask_logits_from_embeddings,
 )
 from .visual_sampler import (
     SampledPixels,
@@ -117,24 +120,39 @@ class MultiheadAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, blocked: Tensor | None = None) -> Tensor:
+        k, v = self.project_key_value(key, value)
+        return self.attend(query, k, v, blocked)
+
+    def project_key_value(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Key / value projections, ``[S, B, C]`` each → contiguous ``[B, H, S, d]`` each.
+
+        Inputs are made contiguous first: ``F.linear`` on a permuted 3-D input falls back to a batched matmul
+        against a broadcast weight, which materialises ``S`` copies of the weight under bfloat16 autocast.
+        """
         c, h = self.embed_dim, self.num_heads
-        w_q, w_k, w_v = self.in_proj_weight.split(c)
-        b_q, b_k, b_v = self.in_proj_bias.split(c)
-        lq, b, _ = query.shape
-        ls = key.shape[0]
+        _, w_k, w_v = self.in_proj_weight.split(c)
+        _, b_k, b_v = self.in_proj_bias.split(c)
+        ls, b, _ = key.shape
         d = c // h
-        q = F.linear(query, w_q, b_q) * (d**-0.5)
-        k = F.linear(key, w_k, b_k)
-        v = F.linear(value, w_v, b_v)
-        # [L, B, C] -> [B, H, L, d]
-        q = q.reshape(lq, b, h, d).permute(1, 2, 0, 3)
-        k = k.reshape(ls, b, h, d).permute(1, 2, 0, 3)
-        v = v.reshape(ls, b, h, d).permute(1, 2, 0, 3)
-        scores = q @ k.transpose(-2, -1)
+        k = F.linear(key.contiguous(), w_k, b_k)
+        v = F.linear(value.contiguous(), w_v, b_v)
+        k = k.reshape(ls, b, h, d).permute(1, 2, 0, 3).contiguous()
+        v = v.reshape(ls, b, h, d).permute(1, 2, 0, 3).contiguous()
+        return k, v
+
+    def attend(self, query: Tensor, k: Tensor, v: Tensor, blocked: Tensor | None = None) -> Tensor:
+        """Attention of ``query [L, B, C]`` to projected ``k, v [B, H, S, d]`` (``project_key_value``)."""
+        c, h = self.embed_dim, self.num_heads
+        w_q, b_q = self.in_proj_weight[:c], self.in_proj_bias[:c]
+        lq, b, _ = query.shape
+        d = c // h
+        q = F.linear(query.contiguous(), w_q, b_q) * (d**-0.5)
+        q = q.reshape(lq, b, h, d).permute(1, 2, 0, 3)  # [B, H, L, d]
+        scores = q @ k.transpose(-2, -1).to(q.dtype)
         if blocked is not None:
             scores = scores.masked_fill(blocked[:, None], float("-inf"))
         attn = scores.softmax(dim=-1).nan_to_num()
-        out = (attn @ v).permute(2, 0, 1, 3).reshape(lq, b, c)
+        out = (attn.to(v.dtype) @ v).permute(2, 0, 1, 3).reshape(lq, b, c)
         return self.out_proj(out)
 
 
@@ -164,10 +182,22 @@ class CrossAttentionLayer(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(self, x: Tensor, memory: Tensor, blocked: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
+        k, v = self.project_memory(memory, pos)
+        return self.forward_projected(x, k, v, blocked, query_pos)
+
+    def project_memory(self, memory: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """Projected keys (of ``memory + pos``) and values (of ``memory``), ``[B, H, S, d]`` each.
+
+        They depend only on the image, so the decoder computes them once per image and layer.
+        """
+        return self.multihead_attn.project_key_value(memory + pos, memory)
+
+    def forward_projected(self, x: Tensor, k: Tensor, v: Tensor, blocked: Tensor, query_pos: Tensor) -> Tensor:
+        """``forward`` with the keys / values of ``project_memory``."""
         if self.pre_norm:
             y = self.norm(x)
-            return x + self.multihead_attn(y + query_pos, memory + pos, memory, blocked)
-        return self.norm(x + self.multihead_attn(x + query_pos, memory + pos, memory, blocked))
+            return x + self.multihead_attn.attend(y + query_pos, k, v, blocked)
+        return self.norm(x + self.multihead_attn.attend(x + query_pos, k, v, blocked))
 
 
 class FFNLayer(nn.Module):
@@ -186,24 +216,128 @@ class FFNLayer(nn.Module):
         return self.norm(x + self.linear2(F.relu(self.linear1(x))))
 
 
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype active for ``device``'s type, or None when autocast is off there."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return None
+
+
+def _version(t: Tensor) -> int:
+    """In-place version counter of ``t`` (-1 for inference tensors, which have none)."""
+    try:
+        return int(t._version)
+    except RuntimeError:
+        return -1
+
+
+_CACHE_TOKENS = itertools.count()
+
+
+class _ImageCache:
+    """Prompt-independent tensors of one image for one decoder (internal; lives in ``ImageFeatures.decoder_cache``).
+
+    Built from the features and the decoder weights named in ``SEEMDecoder._cache_signature``; the per-layer
+    keys / values and the resized mask features are computed on first use.
+
+    Attributes:
+        sizes: level sizes ``(h_l, w_l)`` (strides 32, 16, 8).
+        level_maps: ``multi_scale[l] + level_embed[l]``, ``[B, C, h_l, w_l]``.
+        src / pos: the level maps and their sine position embeddings as contiguous ``[h_l·w_l, B, C]``.
+        feature_dtype: dtype of the level maps and prompt tokens (the decoder's weight dtype without autocast).
+        head_dtype: dtype of the prediction heads and mask logits (at least float32 under autocast, else the
+            decoder's weight dtype).
+        mask_features: ``ImageFeatures.mask_features`` in ``head_dtype``, ``[B, mask_dim, H4, W4]``.
+    """
+
+    def __init__(self, dec: SEEMDecoder, feats: ImageFeatures, signature: tuple[Any, ...]) -> None:
+        self.decoder_signature = signature
+        self.sources = (*feats.multi_scale, feats.mask_features)
+        self.source_versions = tuple(_version(t) for t in self.sources)
+        self.autocast = _autocast_dtype(feats.mask_features.device)
+        self.sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in feats.multi_scale]
+        mf = feats.mask_features
+        weights = dec.decoder_norm.weight.dtype
+        if self.autocast is None:
+            # the decoder's own precision (e.g. features encoded under autocast, decoded in float32)
+            self.feature_dtype = self.head_dtype = weights
+        else:
+            self.feature_dtype = mf.dtype
+            self.head_dtype = torch.promote_types(weights, torch.float32)
+        ms = [x.to(self.feature_dtype) for x in feats.multi_scale]
+        self.level_maps = dec._level_maps(ms)
+        self.src = [x.flatten(2).permute(2, 0, 1).contiguous() for x in self.level_maps]
+        self.pos = [dec.pe_layer(x).flatten(2).permute(2, 0, 1).contiguous() for x in ms]
+        self.mask_features = mf.to(self.head_dtype)
+        self._kv: dict[int, tuple[Tensor, Tensor]] = {}
+        self._mf_levels: dict[int, Tensor] = {}
+
+    def matches(self, feats: ImageFeatures, signature: tuple[Any, ...]) -> bool:
+        sources = (*feats.multi_scale, feats.mask_features)
+        return (
+            signature == self.decoder_signature
+            and len(sources) == len(self.sources)
+            and all(a is b for a, b in zip(sources, self.sources, strict=True))
+            and tuple(_version(t) for t in sources) == self.source_versions
+        )
+
+    def key_value(self, dec: SEEMDecoder, layer: int) -> tuple[Tensor, Tensor]:
+        """Projected cross-attention keys and values of ``dec``'s layer ``layer``: ``[B, H, h·w, d]`` each.
+
+        (The decoder is passed in rather than stored, so the cache holds tensors only.)
+        """
+        if layer not in self._kv:
+            lvl = layer % len(self.sizes)
+            self._kv[layer] = dec.cross_attention_layer(layer).project_memory(self.src[lvl], self.pos[lvl])
+        return self._kv[layer]
+
+    def mask_features_at(self, level: int) -> Tensor:
+        """``mask_features`` bilinearly resized (``align_corners=False``) to level ``level``'s size.
+
+        Resizing is linear per channel, so ``einsum(e, resize(F)) == resize(einsum(e, F))`` up to rounding: the
+        attention masks of the fast path are taken from these maps.
+        """
+        if level not in self._mf_levels:
+            with torch.autocast(self.mask_features.device.type, enabled=False):
+                self._mf_levels[level] = F.interpolate(
+                    self.mask_features, size=self.sizes[level], mode="bilinear", align_corners=False
+                )
+        return self._mf_levels[level]
+
+    def prepare(self, dec: SEEMDecoder) -> None:
+        """Compute every lazily built tensor now."""
+        for i in range(dec.cfg.num_layers):
+            self.key_value(dec, i)
+        for lvl in range(len(self.sizes)):
+            self.mask_features_at(lvl)
+
+
 class _Heads:
-    """Prediction-head outputs for all cross-attention rows of one prediction step (internal)."""
+    """Prediction-head outputs for the predicted rows of one prediction step (internal)."""
 
     def __init__(
-        self, captions: Tensor, maskembs: Tensor, masks: Tensor, logits: Tensor | None, blocked: Tensor | None
+        self,
+        captions: Tensor,
+        maskembs: Tensor,
+        masks: Tensor | None,
+        logits: Tensor | None,
+        blocked: Tensor | None,
+        mask_features: Tensor,
     ) -> None:
         self.captions = captions  # [B, Q, D]
         self.maskembs = maskembs  # [B, Q, mask_dim]
-        self.masks = masks  # [B, Q, H4, W4]
+        self.masks = masks  # [B, Q, H4, W4] (exact path) or None (computed lazily per group)
         self.logits = logits  # [B, Q, K+1] or None
         self.blocked = blocked  # [B, Q, h*w] for the next cross-attention, or None after the last layer
+        self.mask_features = mask_features  # [B, mask_dim, H4, W4]
 
     def group(self, rows: slice) -> GroupPrediction:
         return GroupPrediction(
             captions=self.captions[:, rows],
             mask_embeddings=self.maskembs[:, rows],
-            mask_logits=self.masks[:, rows],
+            mask_logits=None if self.masks is None else self.masks[:, rows],
             class_logits=None if self.logits is None else self.logits[:, rows],
+            mask_features=self.mask_features,
         )
 
 
@@ -217,7 +351,18 @@ class SEEMDecoder(nn.Module):
     is filled with intermediates under the official fixture names (``init/query``, ``L{j}/head_input``,
     ``layer{i}/cross_attn_mask``, ``layer{i}/self_in``, ``spatial/points/{role}``, …) in the official
     layouts (sequence-first ``[rows, B, C]`` for decoder states, ``[B, rows, …]`` for head outputs, one
-    head of the attention masks); when None nothing is recorded.
+    head of the attention masks); when None nothing is recorded. With a trace the exact path runs unless
+    ``DecoderInputs.exact`` is False (then the per-prediction stride-4 ``L{j}/masks`` are not recorded and the
+    head entries omit memory rows).
+
+    Speed (``DecoderInputs.exact`` / ``object_queries``): per image, the keys and values of every layer's
+    cross-attention and ``mask_features`` at the three level sizes are computed once and kept in
+    ``ImageFeatures.decoder_cache`` (calls without gradients only); per call, the fast path takes the
+    attention masks from those resized maps (``einsum(e, resize(F))`` instead of ``resize(einsum(e, F))``),
+    skips the heads of memory rows, computes stride-4 logits only where they are read (the selected masks,
+    or ``GroupPrediction.mask_logits`` on access), and in v1 skips the object queries when the prompts do not
+    need them. Under ``torch.autocast`` the prediction heads, mask logits, attention-mask thresholds and
+    prompt-point sampling run in float32; the attention and FFN matmuls follow autocast.
     """
 
     num_levels = 3
@@ -252,6 +397,7 @@ class SEEMDecoder(nn.Module):
         self.spatial_featured = nn.Embedding(cfg.spatial_memories, c)
         self.pn_indicator = nn.Embedding(2, c)
         self._reset_parameters()
+        self._cache_token = next(_CACHE_TOKENS)
 
     def _reset_parameters(self) -> None:
         for layers in (
@@ -330,6 +476,15 @@ class SEEMDecoder(nn.Module):
                 raise ValueError("grounding selection needs logit_scale")
         if inputs.reference is not None:
             self._check_reference(inputs.reference)
+        for name in ("object_queries", "exact"):
+            flag = getattr(inputs, name)
+            if flag is not None and not isinstance(flag, bool):
+                raise TypeError(f"DecoderInputs.{name} must be True, False or None, got {flag!r}")
+        if inputs.object_queries is False:
+            if cfg.variant != "v1":
+                raise ValueError("object_queries=False: the demo decoder's object queries carry all its outputs")
+            if not any(p is not None for p in (inputs.spatial, inputs.grounding, inputs.reference)):
+                raise ValueError("object_queries=False without any prompt leaves nothing to decode")
         n = self._num_prompts(inputs)
         if cfg.variant == "v1":
             if inputs.spatial is not None and inputs.reference is not None:
@@ -395,9 +550,48 @@ class SEEMDecoder(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # features and prompts
 
-    def _level_maps(self, feats: ImageFeatures) -> list[Tensor]:
+    def _level_maps(self, multi_scale: list[Tensor]) -> list[Tensor]:
         """``multi_scale[l] + level_embed[l]`` as ``[B, C, h, w]`` (input projection is the identity)."""
-        return [x + self.level_embed.weight[i][None, :, None, None] for i, x in enumerate(feats.multi_scale)]
+        return [x + self.level_embed.weight[i][None, :, None, None] for i, x in enumerate(multi_scale)]
+
+    def cross_attention_layer(self, i: int) -> CrossAttentionLayer:
+        """Decoder layer ``i``'s cross-attention (typed access to ``transformer_cross_attention_layers``)."""
+        return cast(CrossAttentionLayer, self.transformer_cross_attention_layers[i])
+
+    def _cache_signature(self) -> tuple[Any, ...]:
+        """Identity and in-place version of every weight the per-image cache depends on."""
+        params = [self.level_embed.weight]
+        for i in range(self.cfg.num_layers):
+            attn = self.cross_attention_layer(i).multihead_attn
+            params += [attn.in_proj_weight, attn.in_proj_bias]
+        return tuple((p.data_ptr(), p.dtype, p.device, _version(p)) for p in params)
+
+    def _image_cache(self, feats: ImageFeatures) -> _ImageCache:
+        """The per-image cache of ``feats`` for this decoder and the active autocast dtype.
+
+        Stored in ``feats.decoder_cache`` only when gradients are off (so no autograd graph is kept alive or
+        reused); rebuilt when the weights or the feature tensors changed.
+        """
+        key = ("seem_decoder", self._cache_token, _autocast_dtype(feats.mask_features.device))
+        signature = self._cache_signature()
+        store = not torch.is_grad_enabled()
+        if store:
+            entry = feats.decoder_cache.get(key)
+            if isinstance(entry, _ImageCache) and entry.matches(feats, signature):
+                return entry
+        entry = _ImageCache(self, feats, signature)
+        if store:
+            feats.decoder_cache[key] = entry
+        return entry
+
+    def prepare(self, features: ImageFeatures) -> ImageFeatures:
+        """Fill ``features.decoder_cache`` now (every layer's cross-attention keys / values, resized mask
+        features) so that the first prompt on this image is as fast as the later ones. Runs without gradients,
+        under the caller's autocast setting (a cache entry is kept per autocast dtype). Returns ``features``."""
+        self._check_features(features)
+        with torch.no_grad():
+            self._image_cache(features).prepare(self)
+        return features
 
     def encode_reference(
         self,
@@ -421,15 +615,14 @@ class SEEMDecoder(nn.Module):
         if self.cfg.variant == "demo" and prompts.pos_masks.shape[0] != 1:
             raise ValueError("the demo decoder takes exactly one reference prompt")
         used = DecoderDraws()
-        ref = self._encode_spatial(features, self._level_maps(features), prompts, draws, used, trace)
+        ref = self._encode_spatial(self._image_cache(features), prompts, draws, used, trace)
         if trace is not None:
             trace["draws"] = used
         return ref
 
     def _encode_spatial(
         self,
-        feats: ImageFeatures,
-        level_maps: list[Tensor],
+        img: _ImageCache,
         prompts: SpatialPrompts,
         draws: DecoderDraws | None,
         used: DecoderDraws,
@@ -438,15 +631,28 @@ class SEEMDecoder(nn.Module):
         demo = self.cfg.variant == "demo"
         given = draws.prompt_pixels if draws is not None else {}
         max_len = self.cfg.max_spatial_len
-        mf = feats.mask_features
+        mf = img.mask_features
         pos_m = prompts.pos_masks.to(mf.device)
         neg_m = None if prompts.neg_masks is None else prompts.neg_masks.to(mf.device)
         n = pos_m.shape[0]
+        # Each mask stack is sampled up to 4 times (pooled + 3 levels): its nonzero list is computed once and a
+        # default (deterministic) selection for the same budget is reused.
+        nonzero: dict[int, Tensor] = {}
+        defaults: dict[tuple[int, int], SampledPixels] = {}
 
         def sample(role: str, masks: Tensor | None, budget: int) -> SampledPixels | None:
             if masks is None:
                 return None
-            px = sample_prompt_pixels(masks, budget, given.get(role), sort=not demo)
+            explicit = given.get(role)
+            key = (id(masks), budget)
+            if explicit is None and key in defaults:
+                px = defaults[key]
+            else:
+                if id(masks) not in nonzero:
+                    nonzero[id(masks)] = masks.nonzero()
+                px = sample_prompt_pixels(masks, budget, explicit, sort=not demo, nonzero=nonzero[id(masks)])
+                if explicit is None:
+                    defaults[key] = px
             if len(px):
                 used.prompt_pixels[role] = px.indices
             if trace is not None:
@@ -468,7 +674,7 @@ class SEEMDecoder(nn.Module):
             neg_px = sample(f"level{lvl}_neg", neg_m, max_len[lvl])
             assert pos_px is not None
             tok, idx = level_prompt_tokens(
-                level_maps[lvl], self.mask_sptial_embed[lvl], self.pn_indicator.weight, pos_px, neg_px
+                img.level_maps[lvl], self.mask_sptial_embed[lvl], self.pn_indicator.weight, pos_px, neg_px
             )
             tokens.append(tok)
             indices.append(idx)
@@ -482,20 +688,45 @@ class SEEMDecoder(nn.Module):
     def _heads(
         self,
         h: Tensor,
-        mask_features: Tensor,
+        img: _ImageCache,
         class_embeddings: Tensor | None,
         logit_scale: Tensor | None,
-        target_size: tuple[int, int] | None,
+        next_level: int | None,
+        exact: bool,
     ) -> _Heads:
-        x = self.decoder_norm(h).transpose(0, 1)  # [B, Q, C]
-        captions = x @ self.class_embed
-        logits = None
-        if class_embeddings is not None and logit_scale is not None:
-            logits = (logit_scale.exp() * normalize(captions)) @ class_embeddings.t()
-        maskembs = self.mask_embed(x)
-        masks = torch.einsum("bqc,bchw->bqhw", maskembs, mask_features)
-        blocked = None if target_size is None else mask_logits_to_blocked(masks, target_size)
-        return _Heads(captions, maskembs, masks, logits, blocked)
+        """Prediction heads of the rows ``h [Q, B, C]``; ``next_level`` is the level the next cross-attention
+        reads (None after the last layer: no attention mask needed).
+
+        Exact: stride-4 logits of every row, resized to the next level for the attention mask (official).
+        Fast: the attention mask from ``mask_features`` resized to the next level (equal up to rounding, since
+        bilinear resizing is linear per channel); the stride-4 logits are left to ``GroupPrediction``.
+        Runs in ``img.head_dtype`` outside autocast.
+        """
+        dtype = img.head_dtype
+        with torch.autocast(h.device.type, enabled=False):
+            x = self.decoder_norm(h.to(dtype)).transpose(0, 1)  # [B, Q, C]
+            captions = x @ self.class_embed.to(dtype)
+            logits = None
+            if class_embeddings is not None and logit_scale is not None:
+                logits = (logit_scale.exp() * normalize(captions)) @ class_embeddings.to(dtype).t()
+            maskembs = self.mask_embed(x)
+        masks = blocked = None
+        if exact:
+            masks = mask_logits_from_embeddings(maskembs, img.mask_features)
+            if next_level is not None:
+                blocked = mask_logits_to_blocked(masks, img.sizes[next_level])
+        elif next_level is not None:
+            blocked = logits_to_blocked(mask_logits_from_embeddings(maskembs, img.mask_features_at(next_level)))
+        return _Heads(captions, maskembs, masks, logits, blocked, img.mask_features)
+
+    def _with_object_queries(self, inputs: DecoderInputs) -> bool:
+        """Whether this call decodes the object queries (see ``DecoderInputs.object_queries``)."""
+        if self.cfg.variant != "v1":
+            return True
+        if inputs.object_queries is not None:
+            return inputs.object_queries
+        has_prompt = any(p is not None for p in (inputs.spatial, inputs.grounding, inputs.reference))
+        return not has_prompt or inputs.class_embeddings is not None
 
     # ------------------------------------------------------------------------------------------------
     # forward
@@ -510,13 +741,11 @@ class SEEMDecoder(nn.Module):
         draws = inputs.draws or DecoderDraws()
         used = DecoderDraws()
         v1 = cfg.variant == "v1"
+        exact = trace is not None if inputs.exact is None else inputs.exact
 
-        level_maps = self._level_maps(feats)
-        sizes = [tuple(x.shape[-2:]) for x in feats.multi_scale]
-        src = [x.flatten(2).permute(2, 0, 1) for x in level_maps]  # [hw, B, C]
-        pos = [self.pe_layer(x).flatten(2).permute(2, 0, 1) for x in feats.multi_scale]
+        img = self._image_cache(feats)
         if trace is not None:
-            for i, p in enumerate(pos):
+            for i, p in enumerate(img.pos):
                 trace[f"level_pos/{i}"] = p
 
         # ---- groups: content [rows, B, C] and positional embedding
@@ -525,18 +754,19 @@ class SEEMDecoder(nn.Module):
         prompt_index: dict[str, Tensor] = {}
         q_feat = self.query_feat.weight[:, None].repeat(1, b, 1)
         q_pos = self.query_embed.weight[:, None].repeat(1, b, 1)
-        content[QUERIES_OBJECT], pos_emb[QUERIES_OBJECT] = q_feat, q_pos
+        if self._with_object_queries(inputs):
+            content[QUERIES_OBJECT], pos_emb[QUERIES_OBJECT] = q_feat, q_pos
 
         spatial_ref: ReferenceTokens | None = None  # tokens of the spatial prompts (v1: or the reference)
         visual_ref: ReferenceTokens | None = None  # demo: referring-image tokens
         if inputs.spatial is not None:
-            spatial_ref = self._encode_spatial(feats, level_maps, inputs.spatial, draws, used, trace)
+            spatial_ref = self._encode_spatial(img, inputs.spatial, draws, used, trace)
         if inputs.reference is not None:
             r = inputs.reference
             moved = ReferenceTokens(
-                pooled_pos=r.pooled_pos.to(device=device, dtype=mf.dtype),
-                pooled_neg=r.pooled_neg.to(device=device, dtype=mf.dtype),
-                level_tokens=[t.to(device=device, dtype=mf.dtype) for t in r.level_tokens],
+                pooled_pos=r.pooled_pos.to(device=device, dtype=img.head_dtype),
+                pooled_neg=r.pooled_neg.to(device=device, dtype=img.head_dtype),
+                level_tokens=[t.to(device=device, dtype=img.feature_dtype) for t in r.level_tokens],
                 level_prompt_index=[p.to(device=device, dtype=torch.long) for p in r.level_prompt_index],
             )
             if v1:
@@ -545,7 +775,7 @@ class SEEMDecoder(nn.Module):
                 visual_ref = moved
         n_prompts = 0 if spatial_ref is None else int(spatial_ref.pooled_pos.shape[0])
 
-        memory_blocked_full: Tensor | None = None
+        memory_blocked: dict[int, Tensor] = {}  # level -> bool [1, n_prompts, h*w] from prev_mask
         if v1 and spatial_ref is not None:
             k = cfg.queries_per_prompt
             idx = draws.spatial_query_indices
@@ -564,32 +794,38 @@ class SEEMDecoder(nn.Module):
             if inputs.prev_mask is not None:
                 content[MEMORIES_SPATIAL] = self.spatial_featured.weight[:, None].repeat(1, b, 1)
                 pos_emb[MEMORIES_SPATIAL] = self.spatial_embed.weight[:, None].repeat(1, b, 1)
-                memory_blocked_full = inputs.prev_mask[None].to(device=device, dtype=mf.dtype)
+                prev = inputs.prev_mask[None].to(device=device, dtype=img.head_dtype)
+                # prev_mask is fixed across layers: one attention mask per level, not per layer.
+                for lvl in sorted({i % self.num_levels for i in range(cfg.num_layers)}):
+                    memory_blocked[lvl] = mask_logits_to_blocked(prev, img.sizes[lvl])
                 used.memory_slots = []
         if inputs.grounding is not None:
-            tokens = inputs.grounding.tokens[:, None].to(device=device, dtype=mf.dtype)  # [T, 1, C]
+            tokens = inputs.grounding.tokens[:, None].to(device=device, dtype=img.feature_dtype)  # [T, 1, C]
             content[TOKENS_GROUNDING], pos_emb[TOKENS_GROUNDING] = tokens, tokens.detach().clone()
             if v1:
                 content[QUERIES_GROUNDING], pos_emb[QUERIES_GROUNDING] = q_feat.clone(), q_pos.clone()
 
         rules = self.rules
 
-        def cross_layout() -> GroupLayout:
-            return GroupLayout.build(rules.cross_order, {n: content[n].shape[0] for n in content})
-
         def cat(layout: GroupLayout, d: dict[str, Tensor]) -> Tensor:
             return torch.cat([d[n] for n in layout.names])
 
-        c_layout = cross_layout()
+        c_layout = GroupLayout.build(rules.cross_order, {n: content[n].shape[0] for n in content})
         h = cat(c_layout, content)
         h_pos = cat(c_layout, pos_emb)
         if trace is not None:
             trace["init/query"], trace["init/query_pos"] = h, h_pos
             trace["layout/cross"] = dict(c_layout.ranges)
+        # Memory rows (the last cross-attention rows) get their attention mask from prev_mask, never from their
+        # own prediction, and are not reported: the fast path gives them no heads.
+        n_heads = c_layout.total
+        if not exact and MEMORIES_SPATIAL in c_layout:
+            assert c_layout.ranges[MEMORIES_SPATIAL][1] == c_layout.total
+            n_heads = c_layout.ranges[MEMORIES_SPATIAL][0]
 
         ce, ls = inputs.class_embeddings, inputs.logit_scale
         nl = cfg.num_layers
-        heads = [self._heads(h, mf, ce, ls, sizes[0] if nl else None)]
+        heads = [self._heads(h[:n_heads], img, ce, ls, 0 if nl else None, exact)]
         self._trace_heads(trace, 0, h, heads[-1])
 
         for i in range(nl):
@@ -597,15 +833,16 @@ class SEEMDecoder(nn.Module):
             # ---- cross-attention (queries and memories -> image level lvl)
             mem_blocked = slots = None
             if MEMORIES_SPATIAL in c_layout:
-                assert memory_blocked_full is not None and used.memory_slots is not None
+                assert used.memory_slots is not None
                 slots = self._memory_slots(draws, i, n_prompts).to(device)
                 used.memory_slots.append(slots)
-                mem_blocked = mask_logits_to_blocked(memory_blocked_full, sizes[lvl])
+                mem_blocked = memory_blocked[lvl]
                 prompt_index[MEMORIES_SPATIAL] = slots
             blocked = heads[-1].blocked
             assert blocked is not None
             blocked = cross_attention_mask(blocked, c_layout, mem_blocked, slots)
-            h = self.transformer_cross_attention_layers[i](h, src[lvl], blocked, pos[lvl], h_pos)
+            k_proj, v_proj = img.key_value(self, i)
+            h = self.cross_attention_layer(i).forward_projected(h, k_proj, v_proj, blocked, h_pos)
             for n in c_layout.names:
                 content[n] = h[c_layout.rows(n)]
             if trace is not None:
@@ -646,8 +883,8 @@ class SEEMDecoder(nn.Module):
 
             # ---- prediction heads; their masks drive the next cross-attention
             h = cat(c_layout, content)
-            nxt = sizes[(i + 1) % self.num_levels] if i + 1 < nl else None
-            heads.append(self._heads(h, mf, ce, ls, nxt))
+            nxt = (i + 1) % self.num_levels if i + 1 < nl else None
+            heads.append(self._heads(h[:n_heads], img, ce, ls, nxt, exact))
             self._trace_heads(trace, i + 1, h, heads[-1])
 
         return self._organize(inputs, c_layout, heads, spatial_ref, visual_ref, used)
@@ -672,7 +909,8 @@ class SEEMDecoder(nn.Module):
         trace[f"L{j}/head_input"] = h
         trace[f"L{j}/caption"] = heads.captions
         trace[f"L{j}/maskemb"] = heads.maskembs
-        trace[f"L{j}/masks"] = heads.masks
+        if heads.masks is not None:
+            trace[f"L{j}/masks"] = heads.masks
         if heads.logits is not None:
             trace[f"L{j}/class_logits"] = heads.logits
 
@@ -692,7 +930,7 @@ class SEEMDecoder(nn.Module):
         for hd in heads:
             preds.append(
                 LayerPrediction(
-                    object=hd.group(layout.rows(QUERIES_OBJECT)),
+                    object=hd.group(layout.rows(QUERIES_OBJECT)) if QUERIES_OBJECT in layout else None,
                     grounding=hd.group(layout.rows(QUERIES_GROUNDING)) if QUERIES_GROUNDING in layout else None,
                     spatial=hd.group(layout.rows(QUERIES_SPATIAL)) if QUERIES_SPATIAL in layout else None,
                 )
@@ -716,9 +954,10 @@ class SEEMDecoder(nn.Module):
                 )
                 q = scores.max(dim=0).indices
                 out.grounding_selection = GroundingSelection(
-                    scores=scores, query_index=q, mask_logits=final.grounding.mask_logits[0, q]
+                    scores=scores, query_index=q, mask_logits=final.grounding.mask_logits_of(0, q)
                 )
         else:
+            assert final.object is not None
             out.demo_selection = self._select_demo(inputs, final.object, spatial_ref, visual_ref)
         return out
 
@@ -730,7 +969,7 @@ class SEEMDecoder(nn.Module):
         offset[own[:, None] != torch.arange(n, device=pooled_pos.device)[None, :]] = float("-inf")
         scores = spatial.mask_embeddings[0] @ pooled_pos.t() + offset
         q = scores.max(dim=0).indices
-        return SpatialSelection(scores=scores, query_index=q, prev_mask=spatial.mask_logits[0, q])
+        return SpatialSelection(scores=scores, query_index=q, prev_mask=spatial.mask_logits_of(0, q))
 
     def _select_demo(
         self,
@@ -759,5 +998,5 @@ class SEEMDecoder(nn.Module):
             scores=scores,
             query_index=q,
             class_index=cls,
-            mask_logits=obj.mask_logits[0, q],
+            mask_logits=obj.mask_logits_of(0, q),
         )

@@ -90,19 +90,27 @@ class SEEMModel(nn.Module):
         )
         return x, (int(image.shape[-2]), int(image.shape[-1]))
 
-    def encode_image(self, image: Tensor) -> ImageFeatures:
+    def encode_image(self, image: Tensor, prepare_decoder: bool = False) -> ImageFeatures:
         """Backbone + pixel decoder on a uint8 RGB image ``[3, H, W]`` / ``[B, 3, H, W]`` (already resized).
 
         Returns ``ImageFeatures`` with the three decoder levels (strides 32, 16, 8), the stride-4 mask features
         and the padded size ``(Hp, Wp)``. The unpadded size is ``image.shape[-2:]``.
+
+        The decoder derives per-image tensors from these features (every layer's cross-attention keys / values,
+        the mask features at the level sizes) on its first call without gradients and keeps them in
+        ``ImageFeatures.decoder_cache`` for every later prompt on the image. ``prepare_decoder=True`` computes them
+        here instead (``SEEMDecoder.prepare``), so that the first click is as fast as the later ones.
         """
         x, _ = self.preprocess(image)
         pix = self.pixel_decoder(self.backbone(x))
-        return ImageFeatures(
+        feats = ImageFeatures(
             multi_scale=list(pix.multi_scale_features),
             mask_features=pix.mask_features,
             padded_size=(int(x.shape[-2]), int(x.shape[-1])),
         )
+        if prepare_decoder:
+            self.decoder.prepare(feats)
+        return feats
 
     def class_embeddings(self, class_names: Sequence[str]) -> Tensor:
         """Vocabulary ``[K + 1, D]`` for ``class_names`` (SEEM's 81 templates; ``background`` appended last)."""
@@ -122,7 +130,13 @@ class SEEMModel(nn.Module):
         return self.text_encoder.logit_scale
 
     def decode(self, inputs: DecoderInputs, trace: dict[str, Tensor] | None = None) -> DecoderOutput:
-        """Run the decoder (see ``SEEMDecoder.forward``); fills in ``logit_scale`` when it is missing."""
+        """Run the decoder (see ``SEEMDecoder.forward``); fills in ``logit_scale`` when it is missing.
+
+        Interactive use: encode the image once, then call ``decode`` per prompt under ``torch.inference_mode()``
+        with the same ``ImageFeatures`` (its decoder cache is reused) and without ``class_embeddings`` (a v1
+        prompted call then skips the object queries, see ``DecoderInputs.object_queries``). The fast path is the
+        default; ``DecoderInputs.exact=True`` (or a ``trace``) follows the official order of operations.
+        """
         if inputs.logit_scale is None:
             inputs.logit_scale = self.logit_scale
         return self.decoder(inputs, trace=trace)

@@ -13,13 +13,21 @@ Conventions used throughout:
 * Prompts (spatial masks, grounding tokens, reference tokens, memory) describe **one** image, so a
   decoder call with any prompt requires ``B == 1``. The prompt-free path (panoptic / semantic / instance)
   accepts any ``B``.
+
+Fast and exact decoding (``DecoderInputs.exact``): the exact path follows the official order of operations
+(every prediction's stride-4 mask logits, resized to the next level for the attention mask); the fast path,
+the default without a trace, uses algebraically equal rewrites (attention masks from ``mask_features``
+resized once per image, stride-4 logits only when read, per-image cached attention keys/values, no heads for
+memory rows, and, in v1, no object queries when the prompts do not need them). The two agree up to float
+rounding; only an attention-mask entry whose logit is within rounding of 0 can differ.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 SampleRole = Literal[
@@ -59,11 +67,25 @@ class ImageFeatures:
             ``multi_scale_features``); ``C`` must equal the decoder's ``hidden_dim``.
         mask_features: ``[B, mask_dim, H4, W4]``, stride 4.
         padded_size: ``(Hp, Wp)``, the padded input size (``= 4 * (H4, W4)``).
+        decoder_cache: per-image tensors a decoder derives from these features and its weights (level maps,
+            position embeddings, every layer's projected cross-attention keys and values, ``mask_features``
+            resized to the level sizes). Filled on the first decoder call made without gradients (or by
+            ``SEEMDecoder.prepare``) and reused by every later prompt on this image; an entry is rebuilt when
+            the decoder's weights or the feature tensors were replaced or modified in place. Clear it
+            (``decoder_cache.clear()``) to free the memory (full-size model, 512×768 image: about 100 MB in
+            fp32). Not part of equality or ``repr``.
     """
 
     multi_scale: list[Tensor]
     mask_features: Tensor
     padded_size: tuple[int, int]
+    decoder_cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling (``torch.save``, copies) leaves the decoder cache out; it is rebuilt on the next call."""
+        state = dict(self.__dict__)
+        state["decoder_cache"] = {}
+        return state
 
 
 @dataclass
@@ -168,6 +190,17 @@ class DecoderInputs:
             ``prev_mask`` output of the previous call). Memories are active only when it is given.
         reference: stage-1 referring-image tokens (``ReferenceTokens``) or None.
         draws: explicit random choices (``DecoderDraws``) or None for the deterministic defaults.
+        object_queries: (v1) whether the ``N`` object queries are decoded. In v1 they never see a prompt and
+            no prompt row sees them, so a prompted call does not need them: they only give the prompt-free
+            outputs (``LayerPrediction.object``: panoptic / semantic / instance). None (default) computes them
+            when the call has no prompt or a vocabulary (``class_embeddings``) is given, i.e. when the
+            vocabulary-based outputs can be wanted; False skips them (then every ``LayerPrediction.object`` is
+            None; a click-only call then costs a small fraction); True always computes them. The demo
+            decoder always computes them (they carry all its outputs); False is an error there.
+        exact: follow the official order of operations (attention masks from every prediction's stride-4
+            logits, heads for memory rows, all stride-4 logits computed eagerly; slower) instead of the
+            fast algebraic rewrites. None (default): exact only when a ``trace`` dict is passed (the trace
+            records the official intermediates). Both give the same results up to float rounding.
     """
 
     features: ImageFeatures
@@ -178,9 +211,24 @@ class DecoderInputs:
     prev_mask: Tensor | None = None
     reference: ReferenceTokens | None = None
     draws: DecoderDraws | None = None
+    object_queries: bool | None = None
+    exact: bool | None = None
 
 
-@dataclass
+def mask_logits_from_embeddings(mask_embeddings: Tensor, mask_features: Tensor) -> Tensor:
+    """``einsum("bqc,bchw->bqhw")``: ``[B, Q, C]`` embeddings × ``[B, C, H, W]`` features → ``[B, Q, H, W]``.
+
+    Runs outside autocast in the promoted dtype of the two inputs (float32 for the decoder's outputs), so a
+    mask is never rounded to bfloat16 before its sign is taken.
+    """
+    b, q, _ = mask_embeddings.shape
+    h, w = mask_features.shape[-2:]
+    dtype = torch.promote_types(mask_embeddings.dtype, mask_features.dtype)
+    with torch.autocast(mask_features.device.type, enabled=False):
+        out = torch.bmm(mask_embeddings.to(dtype), mask_features.to(dtype).flatten(2))
+    return out.view(b, q, h, w)
+
+
 class GroupPrediction:
     """Prediction-head outputs of one query group after one decoder layer.
 
@@ -188,27 +236,74 @@ class GroupPrediction:
         captions: ``[B, Q, D]``: ``decoder_norm(h) @ class_embed`` (official ``pred_captions`` /
             ``pred_gtexts`` / ``pred_stexts``).
         mask_embeddings: ``[B, Q, mask_dim]``: ``mask_embed`` MLP output.
-        mask_logits: ``[B, Q, H4, W4]``: ``einsum(mask_embeddings, mask_features)``, stride 4.
+        mask_logits: ``[B, Q, H4, W4]``: ``einsum(mask_embeddings, mask_features)``, stride 4. Given
+            eagerly or computed on first access from ``mask_features`` (then kept); ``mask_logits_of``
+            computes only some rows.
         class_logits: ``[B, Q, K + 1]`` or None: ``exp(logit_scale) · normalize(caption) @ vocab.T``
             (no clamp), when a vocabulary was given.
+
+    ``GroupPrediction(captions, mask_embeddings, mask_logits, class_logits, mask_features=None)``: pass
+    ``mask_logits=None`` with the stride-4 ``mask_features [B, mask_dim, H4, W4]`` for lazy logits.
     """
 
-    captions: Tensor
-    mask_embeddings: Tensor
-    mask_logits: Tensor
-    class_logits: Tensor | None
+    def __init__(
+        self,
+        captions: Tensor,
+        mask_embeddings: Tensor,
+        mask_logits: Tensor | None,
+        class_logits: Tensor | None,
+        mask_features: Tensor | None = None,
+    ) -> None:
+        if mask_logits is None and mask_features is None:
+            raise ValueError("GroupPrediction needs mask_logits or the mask_features to compute them from")
+        self.captions = captions
+        self.mask_embeddings = mask_embeddings
+        self.class_logits = class_logits
+        self._mask_logits = mask_logits
+        self._mask_features = mask_features
+
+    @property
+    def mask_logits(self) -> Tensor:
+        if self._mask_logits is None:
+            assert self._mask_features is not None
+            self._mask_logits = mask_logits_from_embeddings(self.mask_embeddings, self._mask_features)
+        return self._mask_logits
+
+    @property
+    def mask_logits_computed(self) -> bool:
+        """Whether the stride-4 logits of all rows exist already (reading ``mask_logits`` computes them)."""
+        return self._mask_logits is not None
+
+    def mask_logits_of(self, batch: int, rows: Tensor | int) -> Tensor:
+        """``mask_logits[batch, rows]`` (``[len(rows), H4, W4]`` or ``[H4, W4]`` for an int), computing only
+        those rows when the full logits were not computed yet."""
+        if self._mask_logits is not None:
+            return self._mask_logits[batch, rows]
+        assert self._mask_features is not None
+        emb = self.mask_embeddings[batch : batch + 1, rows]
+        if emb.dim() == 2:
+            return mask_logits_from_embeddings(emb[:, None], self._mask_features[batch : batch + 1])[0, 0]
+        return mask_logits_from_embeddings(emb, self._mask_features[batch : batch + 1])[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"GroupPrediction(captions={tuple(self.captions.shape)}, "
+            f"mask_embeddings={tuple(self.mask_embeddings.shape)}, mask_logits_computed={self.mask_logits_computed}, "
+            f"class_logits={None if self.class_logits is None else tuple(self.class_logits.shape)})"
+        )
 
 
 @dataclass
 class LayerPrediction:
     """Predictions ``j`` (0 = from the initial queries, ``k + 1`` = after decoder layer ``k``).
 
-    ``object`` is always present; ``grounding`` (v1, with a grounding prompt) and ``spatial`` (v1, with
-    spatial or reference prompts; ``3 * n_prompts`` queries, prompt ``k`` owns rows ``3k..3k+2``) are None
-    when the group does not exist. Memory rows are not reported.
+    ``object`` is None only when the object queries were skipped (v1, ``DecoderInputs.object_queries``);
+    ``grounding`` (v1, with a grounding prompt) and ``spatial`` (v1, with spatial or reference prompts;
+    ``3 * n_prompts`` queries, prompt ``k`` owns rows ``3k..3k+2``) are None when the group does not exist.
+    Memory rows are not reported.
     """
 
-    object: GroupPrediction
+    object: GroupPrediction | None
     grounding: GroupPrediction | None = None
     spatial: GroupPrediction | None = None
 
@@ -275,7 +370,8 @@ class DecoderOutput:
 
     Attributes:
         predictions: ``num_layers + 1`` ``LayerPrediction`` (the last one is the final prediction; the
-            earlier ones are the official ``aux_outputs``).
+            earlier ones are the official ``aux_outputs``). On the fast path their stride-4 ``mask_logits`` are
+            computed when first read; ``object`` is None when the object queries were skipped.
         pooled_pos_spatial / pooled_neg_spatial: ``[B, n, mask_dim]`` (official ``pred_pspatials`` /
             ``pred_nspatials``) with spatial or (v1) reference prompts, else None.
         pooled_pos_visual / pooled_neg_visual: ``[B, 1, mask_dim]`` (demo ``pred_pvisuals`` /

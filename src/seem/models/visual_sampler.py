@@ -128,6 +128,7 @@ def sample_prompt_pixels(
     max_len: int,
     indices: Tensor | None = None,
     sort: bool = True,
+    nonzero: Tensor | None = None,
 ) -> SampledPixels:
     """Choose at most ``max_len`` pixels of a prompt-mask stack.
 
@@ -138,6 +139,8 @@ def sample_prompt_pixels(
             nonzero list). None uses ``default_pixel_selection``.
         sort: sort explicit indices ascending (v1's ``multinomial(...).sort()``); the demo keeps the order
             of its ``randperm`` prefix (``sort=False``), which only changes token order.
+        nonzero: optional precomputed ``masks.nonzero()`` (long ``[P, 3]``), to share it between the
+            sampling calls of one mask stack.
 
     Returns:
         ``SampledPixels`` (empty when the stack has no pixel; then nothing is drawn officially either).
@@ -145,7 +148,7 @@ def sample_prompt_pixels(
     if masks.dtype != torch.bool or masks.dim() != 3:
         raise TypeError(f"prompt masks must be a bool [n, Hp, Wp] tensor, got {masks.dtype} {tuple(masks.shape)}")
     n, hp, wp = masks.shape
-    nz = masks.nonzero()  # [P, 3] row-major (prompt, y, x)
+    nz = masks.nonzero() if nonzero is None else nonzero  # [P, 3] row-major (prompt, y, x)
     n_pix = nz.shape[0]
     device = masks.device
     if indices is None:
@@ -174,13 +177,18 @@ def sample_features(features: Tensor, coords: Tensor) -> Tensor:
     """Bilinearly sample ``features [B, C, h, w]`` at ``coords [K, 2]`` = ``(y/Hp, x/Wp)`` → ``[B, K, C]``.
 
     ``grid_sample(align_corners=True)`` with ``grid = 2 * (x, y) - 1``, as the official ``point_sample``.
+    Runs outside autocast (sampling is cheap and positions must not be rounded to bfloat16); half-precision
+    features are sampled in float32.
     """
     b = features.shape[0]
+    if features.dtype in (torch.float16, torch.bfloat16):
+        features = features.float()
     if coords.numel() == 0:
         return features.new_zeros(b, 0, features.shape[1])
     grid = 2.0 * coords.flip(-1).to(features.dtype) - 1.0  # (x, y)
     grid = grid[None, :, None, :].expand(b, -1, -1, -1)
-    out = F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    with torch.autocast(features.device.type, enabled=False):
+        out = F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return out[..., 0].transpose(1, 2)
 
 
