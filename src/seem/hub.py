@@ -1,8 +1,9 @@
 """Registered model names, their download addresses, and a verified local cache.
 
 ``fetch(name)`` returns the local path of a registered checkpoint, downloading it once into the cache
-(``$SEEM_CACHE``, default ``~/.cache/seem``). Downloads stream to a temporary file, show progress, check the
-sha256 and only then move into place, so an interrupted or corrupt download never looks like a checkpoint.
+(``cache_dir()``: ``$SEEM_CACHE``, default ``~/.cache/seem``). Downloads stream to a temporary file, show
+progress, check the sha256 and only then move into place, so an interrupted or corrupt download never looks like a
+checkpoint.
 
 Hashes: where the registry knows a file's sha256 the download must match it. The official SEEM / Semantic-SAM
 files were published without hashes and this project's machines cannot reach the hub to compute them, so their
@@ -71,8 +72,12 @@ REGISTRY: dict[str, ModelEntry] = {
 
 
 def cache_dir() -> Path:
-    """``$SEEM_CACHE`` or ``~/.cache/seem``."""
-    return Path(os.environ.get("SEEM_CACHE", Path.home() / ".cache" / "seem"))
+    """The root of every cache seem keeps: ``$SEEM_CACHE``, else ``$XDG_CACHE_HOME/seem``, else ``~/.cache/seem``."""
+    root = os.environ.get("SEEM_CACHE")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "seem"
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
