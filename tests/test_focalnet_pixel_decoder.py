@@ -33,6 +33,7 @@ from seem.models.config import (
 )
 from seem.models.pixel_decoders import PixelDecoderOutput, TransformerEncoderPixelDecoder
 from seem.models.preprocess import normalize_and_pad
+from seem.models.seem_model import SEEMModel
 
 BB_PREFIX = "backbone."
 PD_PREFIX = "sem_seg_head.pixel_decoder."
@@ -111,14 +112,12 @@ def stored_map_names(ref_npz: np.lib.npyio.NpzFile) -> set[str]:
 
 @pytest.fixture(scope="module")
 def small(seem_parity_dir: Path):
-    """(config, backbone, pixel decoder, state dict) of the reduced official model; strict loading."""
+    """(config, backbone, pixel decoder, state dict) of the reduced official model, loaded through the strict
+    checkpoint converter (``SEEMModel.from_official``)."""
     cfg = from_official_yaml(seem_parity_dir / "seem_v1_small.yaml")
     sd = torch.load(seem_parity_dir / "seem_v1_small.pt", weights_only=True, map_location="cpu")
-    backbone = FocalNet(cfg.backbone).eval()
-    pixel_decoder = TransformerEncoderPixelDecoder(cfg.pixel_decoder).eval()
-    backbone.load_state_dict(strip_prefix(sd, BB_PREFIX), strict=True)
-    pixel_decoder.load_state_dict(strip_prefix(sd, PD_PREFIX), strict=True)
-    return cfg, backbone, pixel_decoder, sd
+    model, _ = SEEMModel.from_official(sd, config=cfg)
+    return cfg, model.backbone, model.pixel_decoder, sd
 
 
 def manifest_shapes(parity_dir: Path, which: str, prefix: str) -> dict[str, list[int]]:

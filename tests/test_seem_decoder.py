@@ -37,6 +37,7 @@ from seem.models.seem_attention import (
     default_spatial_query_indices,
 )
 from seem.models.seem_decoder import SEEMDecoder, normalize, vl_similarity
+from seem.models.seem_model import SEEMModel
 from seem.models.seem_types import (
     DecoderDraws,
     DecoderInputs,
@@ -90,7 +91,8 @@ def official_sd(seem_parity_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def decoders(seem_parity_dir: Path, official_sd) -> dict[str, Any]:
-    """{"v1": SEEMDecoder, "demo": SEEMDecoder, "logit_scale": tensor} loaded strictly from the small .pt."""
+    """{"v1": SEEMDecoder, "demo": SEEMDecoder, "logit_scale": tensor} loaded from the small .pt through the strict
+    checkpoint converter."""
     out: dict[str, Any] = {"logit_scale": official_sd[LANG_PREFIX + "logit_scale"]}
     yamls = {
         "v1": seem_parity_dir / "seem_v1_small.yaml",
@@ -99,11 +101,10 @@ def decoders(seem_parity_dir: Path, official_sd) -> dict[str, Any]:
     for variant, path in yamls.items():
         if not path.exists():
             continue
-        cfg = from_official_yaml(path).decoder
-        assert cfg.variant == variant
-        dec = SEEMDecoder(cfg).eval()
-        dec.load_state_dict(decoder_state_dict(official_sd), strict=True)
-        out[variant] = dec
+        cfg = from_official_yaml(path)
+        assert cfg.decoder.variant == variant
+        model, _ = SEEMModel.from_official(official_sd, variant=variant, config=cfg)  # the strict converter
+        out[variant] = model.decoder
     return out
 
 

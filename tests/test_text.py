@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import SEEM_PARITY_DIR, assert_parity, require
 
-from seem.models.config import TextEncoderConfig, from_official_yaml
+from seem.models.config import TextEncoderConfig
+from seem.models.seem_model import SEEMModel
 from seem.models.text import (
     EOT_ID,
     PROMPT_TEMPLATES,
@@ -58,12 +59,11 @@ def tokenizer() -> ClipTokenizer:
 
 @pytest.fixture(scope="module")
 def small_encoder(seem_parity_dir: Path) -> TextEncoder:
-    cfg = from_official_yaml(seem_parity_dir / "seem_v1_small.yaml").text
-    enc = TextEncoder(cfg).eval()
-    sd = torch.load(seem_parity_dir / "seem_v1_small.pt", weights_only=True, map_location="cpu")
-    ours = {to_ours(k[len(OFFICIAL_PREFIX) :]): v for k, v in sd.items() if k.startswith(OFFICIAL_PREFIX)}
-    enc.load_state_dict(ours, strict=True)
-    return enc
+    """The reduced official model's text encoder, loaded through the strict checkpoint converter."""
+    model, _ = SEEMModel.from_official(
+        seem_parity_dir / "seem_v1_small.pt", config=seem_parity_dir / "seem_v1_small.yaml"
+    )
+    return model.text_encoder
 
 
 @pytest.fixture(scope="module")
