@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import DATA_DIR, SEEM_DEMO_PARITY_DIR, SEEM_PARITY_DIR, assert_parity, require
+from test_seem_decoder import v1_draws  # the recorded official draws of a decoder call (README §9)
 
 from seem.models.seem_model import SEEMModel
 from seem.models.seem_types import DecoderDraws, SpatialPrompts
@@ -98,27 +99,6 @@ def _case(name: str) -> tuple[dict[str, Any], Any]:
     return meta, np.load(SEEM_PARITY_DIR / f"{name}.npz")
 
 
-def official_draws(meta: dict[str, Any], ref: Any, call: int) -> DecoderDraws:
-    """The recorded official random draws of decoder call ``call`` (README §9)."""
-    d = DecoderDraws()
-    by_index = {r["i"]: r for r in meta["random_draws"]}
-    for c in meta["rand_sample_calls"]:
-        if c["decoder_call"] == call and c["random_draw"] >= 0:
-            r = by_index[c["random_draw"]]
-            d.prompt_pixels[c["role"]] = torch.from_numpy(ref[f"rand/{r['i']:02d}_{r['fn']}"])
-    slots = []
-    for r in meta["random_draws"]:
-        if r["decoder_call"] != call:
-            continue
-        t = torch.from_numpy(ref[f"rand/{r['i']:02d}_{r['fn']}"])
-        if r["fn"] == "randint":
-            d.spatial_query_indices = t
-        elif "cross_attn_mask" in r["site"]:
-            slots.append(t.sort().values)
-    d.memory_slots = slots or None
-    return d
-
-
 def assert_masks(ours: np.ndarray, ref: np.ndarray, name: str) -> None:
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
     bad = int((ours != ref).sum())
@@ -150,7 +130,7 @@ def test_session_reproduces_case_c(astro: Segmenter) -> None:
     ]
     assert meta["rounds"] == len(rounds)
     for r, prompt in enumerate(rounds, start=1):
-        seg = session.step(prompt, draws=official_draws(meta, ref, r - 1))[0]
+        seg = session.step(prompt, draws=v1_draws(meta, ref, r - 1))[0]
         raster = rasterize(session.prompts(0), astro.geometry)  # type: ignore[arg-type]
         assert np.array_equal(raster.pos, ref[f"round{r}/prompt/pos_mask"][0]), f"round {r} positive prompt"
         assert np.array_equal(raster.neg, ref[f"round{r}/prompt/neg_mask"][0]), f"round {r} negative prompt"
@@ -176,7 +156,7 @@ def test_session_reproduces_case_d(coffee: Segmenter) -> None:
     second = [PromptSet(points=Points(click, [0])), None]
     session = InteractiveSession(coffee, num_objects=2)  # joint: both prompts in one decoder call, as officially
     for r, corr in enumerate([first, second], start=1):
-        segs = session.step(corr, draws=official_draws(meta, ref, r - 1))
+        segs = session.step(corr, draws=v1_draws(meta, ref, r - 1))
         for k, seg in enumerate(segs):
             raster = rasterize(session.prompts(k), g)  # type: ignore[arg-type]
             assert np.array_equal(raster.pos, ref[f"round{r}/prompt/pos_mask"][k]), f"round {r} prompt {k}"
@@ -223,8 +203,8 @@ def test_referring_image_reproduces_case_e(coffee: Segmenter) -> None:
     astro_img = SEEM_PARITY_DIR / "images" / "astronaut.png"
     g_ref = ImageGeometry.for_image(512, 512)
     assert np.array_equal(rasterize(ref_prompts, g_ref).pos, ref["stage1/prompt/pos_mask"][0])
-    reference = ReferenceImage(astro_img, ref_prompts, draws=official_draws(meta, ref, 0))
-    seg = coffee.segment(PromptSet(reference=reference), draws=[official_draws(meta, ref, 1)], labels=False)[0]
+    reference = ReferenceImage(astro_img, ref_prompts, draws=v1_draws(meta, ref, 0))
+    seg = coffee.segment(PromptSet(reference=reference), draws=[v1_draws(meta, ref, 1)], labels=False)[0]
     assert seg.source == "reference"
     assert_parity(seg.low_res_logits, ref["stage2/out/prev_mask"][0, 0], "stage2/prev_mask")
     assert_masks(seg.mask, ref["stage2/final/pred_mask_ori"][0], "stage2/final/pred_mask_ori")
