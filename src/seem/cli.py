@@ -7,6 +7,7 @@ Commands:
     panoptic    panoptic segmentation of an image (COCO classes by default)
     everything  segment everything (Semantic-SAM granularity levels, or SEEM grid clicks)
     eval        interactive / prompt / panoptic / referring / video / granularity evaluation
+    serve       the web app and HTTP API
 
 ``segment`` and ``panoptic`` write an overlay PNG and a JSON file (COCO RLE masks, XYXY boxes, scores, labels) into
 ``--out``; ``panoptic`` also writes the COCO-panoptic PNG and JSON. Files appear only when everything succeeded.
@@ -291,9 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_panoptic, no_labels=False)
     from seem.automatic_cli import add_everything_parser
     from seem.eval.cli import add_eval_parser
+    from seem.serve.cli import add_serve_parser
 
     add_everything_parser(sub)
     add_eval_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
