@@ -285,7 +285,7 @@ def test_semantic_sam_records_original_size_and_batching_independence(ssam: Sema
     assert recs, "expected some masks with these thresholds"
     assert set(gen.timings) == {"encode", "decode", "postprocess", "total"}
     keys = {"segmentation", "bbox", "area", "predicted_iou", "stability_score", "point_coords", "crop_box", "level",
-            "label", "part_label"}  # fmt: skip
+            "label", "part_label", "label_score", "part_label_score", "label_reason"}  # fmt: skip
     for r in recs:
         assert set(r) == keys
         m = r["segmentation"]
@@ -297,6 +297,7 @@ def test_semantic_sam_records_original_size_and_batching_independence(ssam: Sema
         assert (x * 4 / 600) % 1 == 0.5 and (y * 4 / 400) % 1 == 0.5  # grid cell centres, original pixels
         assert r["predicted_iou"] > 0.0 and r["stability_score"] >= 0.5
         assert r["label"] is None and r["part_label"] is None
+        assert r["label_score"] is None and r["part_label_score"] is None and r["label_reason"] == gen.label_reason
     assert gen.label_reason is not None
     # independent decoding: the batch size never changes a result
     other = AutomaticMaskGenerator(ssam, points_per_batch=5, **kw).generate(COFFEE)

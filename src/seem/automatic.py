@@ -8,7 +8,9 @@ Usage::
 Each record is a dict with SAM's fields: ``segmentation`` (bool ``[H, W]``, or an RLE dict, see ``output_mode``),
 ``bbox`` (XYWH pixels, SAM's convention ``[x0, y0, x1 - x0, y1 - y0]`` with inclusive ``x1, y1``), ``area``,
 ``predicted_iou``, ``stability_score``, ``point_coords`` (``[[x, y]]`` pixels of the original image),
-``crop_box`` (XYWH), plus ``level`` (granularity level 1..6; None for SEEM), ``label`` and ``part_label``.
+``crop_box`` (XYWH), plus ``level`` (granularity level 1..6; None for SEEM), ``label`` / ``label_score`` (object
+class and its score), ``part_label`` / ``part_label_score`` (part class and its score) and ``label_reason`` (why
+``label`` and/or ``part_label`` are None; None when both are set or, for SEEM, when the object label is set).
 
 Pipeline (SAM's automatic mask generator, parameter names and defaults as in SAM):
 
@@ -31,7 +33,10 @@ Model families (the adapter interface below; add a family by subclassing ``GridA
 
 - ``SemanticSAM``: every click yields one mask per requested granularity level (``levels``, 1 = coarsest ... 6 =
   finest, tokens by the official ``prompt_switch``); the score is the IoU head (raw, no sigmoid). Clicks are decoded
-  independently by default (``exact_batching=False``), so results do not depend on ``points_per_batch``.
+  independently by default (``exact_batching=False``), so results do not depend on ``points_per_batch``. A model
+  with trained class heads labels each mask with the argmax object (and part) class of its query, scored by the
+  class sigmoid; vocabulary: the model's stored table, ``class_names`` / ``part_names`` or ``set_vocabulary``. The
+  released checkpoints have untrained heads: labels are None with the reason.
 - ``SEEMModel``: every click becomes one spatial prompt, a 3x3 pixel square (the official click rasterisation), and
   yields the single mask the model selects for it; **levels do not apply** (a SEEM model answers with one level;
   records have ``level=None``). SEEM has no IoU head: the score is the mask's confidence, the mean sigmoid of its
@@ -39,7 +44,8 @@ Model families (the adapter interface below; add a family by subclassing ``GridA
   to ``max_spatial_len // 9`` (56) clicks per decoder call, so that no click loses prompt pixels to the shared sampling
   budget and results do not depend on batching (the deterministic default draws are used); demo-variant models take
   one click per call. With ``class_names`` each mask is labelled with the argmax class of its query (None when that
-  is the background column).
+  is the background column), scored by its softmax probability over the ``K + 1`` columns; SEEM has no part
+  classifier (``part_label`` is always None).
 
 ``official=True`` (or ``AutomaticMaskGenerator.official_semantic_sam``) reproduces the official
 ``SemanticSamAutomaticMaskGenerator`` exactly (parity case d): its defaults (200 points per batch, stability 0.92,
@@ -72,16 +78,16 @@ from torch import Tensor
 from seem.granularity import (
     ALL_LEVELS,
     DEFAULT_SHORT_SIDE,
-    NO_LABEL_REASON,
     PROMPT_SWITCH,
     GranularityPredictor,
     check_levels,
     load_rgb,
     mask_to_xywh,
+    pick_labels,
     remove_small_regions,
     resize_short_side,
 )
-from seem.models.semantic_sam import CLICK_BOX_SIZE, SemanticSAM
+from seem.models.semantic_sam import CLICK_BOX_SIZE, LabelVocabulary, SemanticSAM
 
 __all__ = [
     "AutomaticMaskGenerator",
@@ -428,6 +434,8 @@ class GridProposals:
         labels: one class name (or None) per mask, or None when the family gives no labels.
         keep: with ``propose(..., min_score)``: bool over **all** candidates of the batch (click-major), True for
             those returned (score ``> min_score``); None when every candidate is returned.
+        label_scores: score of each label (None entries where there is no label), or None.
+        part_labels, part_label_scores: the same for part classes (Semantic-SAM part head), or None.
     """
 
     lowres: Tensor
@@ -436,6 +444,9 @@ class GridProposals:
     levels: Tensor
     labels: list[str | None] | None = None
     keep: Tensor | None = None
+    label_scores: list[float | None] | None = None
+    part_labels: list[str | None] | None = None
+    part_label_scores: list[float | None] | None = None
 
 
 class GridAdapter(ABC):
@@ -446,6 +457,12 @@ class GridAdapter(ABC):
         short_side: short side the image is resized to before encoding (official resize rule).
         label_reason: why ``label`` / ``part_label`` are None (None when labels are given).
     """
+
+    def set_vocabulary(
+        self, object_classes: Sequence[str] | None = None, part_classes: Sequence[str] | None = None
+    ) -> None:
+        """Label masks with these classes (``ValueError`` when the family / model cannot)."""
+        raise ValueError(f"{type(self).__name__} does not label masks")
 
     family: str = ""
     short_side: int = DEFAULT_SHORT_SIDE
@@ -476,7 +493,6 @@ class SemanticSAMGridAdapter(GridAdapter):
     """
 
     family = "semantic_sam"
-    label_reason = NO_LABEL_REASON
 
     def __init__(
         self,
@@ -486,6 +502,7 @@ class SemanticSAMGridAdapter(GridAdapter):
         exact_batching: bool = False,
         autocast_dtype: torch.dtype | None = None,
         short_side: int = DEFAULT_SHORT_SIDE,
+        vocabulary: LabelVocabulary | None = None,
     ) -> None:
         if not isinstance(model, SemanticSAM):
             raise TypeError(f"SemanticSAMGridAdapter needs a SemanticSAM, got {type(model).__name__}")
@@ -496,6 +513,17 @@ class SemanticSAMGridAdapter(GridAdapter):
         self.autocast_dtype = autocast_dtype
         self.short_side = short_side
         self.features: Any = None
+        self.vocabulary = model.usable_vocabulary(vocabulary)
+
+    def set_vocabulary(
+        self, object_classes: Sequence[str] | None = None, part_classes: Sequence[str] | None = None
+    ) -> None:
+        """See ``GranularityPredictor.set_vocabulary``."""
+        self.vocabulary = self.model.usable_vocabulary(self.model.build_vocabulary(object_classes, part_classes))
+
+    @property
+    def label_reason(self) -> str | None:  # type: ignore[override]
+        return self.model.label_reason(self.vocabulary)
 
     def set_image(self, image: np.ndarray) -> GridFrame:
         t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
@@ -534,12 +562,20 @@ class SemanticSAMGridAdapter(GridAdapter):
             head_in = pred.decoder_norm(hs.reshape(q * n_lv, -1)[idx])
             emb = pred.mask_embed(head_in)[None]
             lowres = torch.einsum("bqc,bchw->bqhw", emb, self.features.mask_features)[0]
+            obj_logits, part_logits = self.model.classify(head_in, self.vocabulary)
+        labels: dict[str, tuple[list[str | None], list[float | None]] | tuple[None, None]] = {}
+        for kind, lg in (("object", obj_logits), ("part", part_logits)):
+            labels[kind] = pick_labels(lg.float().sigmoid(), self.vocabulary, kind) if lg is not None else (None, None)
         return GridProposals(
             lowres=lowres.float(),
             scores=scores[idx],
             point_index=torch.arange(q, device=dev).repeat_interleave(n_lv)[idx],
             levels=torch.tensor(self.levels, device=dev).repeat(q)[idx],
             keep=keep if min_score is not None else None,
+            labels=labels["object"][0],
+            label_scores=labels["object"][1],
+            part_labels=labels["part"][0],
+            part_label_scores=labels["part"][1],
         )
 
 
@@ -563,15 +599,30 @@ class SEEMGridAdapter(GridAdapter):
         dec = model.config.decoder
         self.variant = dec.variant
         self.max_points_per_call = max(1, min(dec.max_spatial_len) // 9) if self.variant == "v1" else 1
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names: list[str] | None = None
         self.vocab: Tensor | None = None
-        if self.class_names is not None:
-            if not self.class_names or not all(isinstance(c, str) and c for c in self.class_names):
-                raise ValueError("class_names must be a non-empty list of non-empty strings")
-            with torch.no_grad():
-                self.vocab = model.class_embeddings(self.class_names)
-        self.label_reason = None if self.class_names else "no class_names given (SEEM labels masks from a vocabulary)"
+        self.label_reason = "no class_names given (SEEM labels masks from a vocabulary)"
+        if class_names is not None:
+            self.set_vocabulary(class_names)
         self.features: Any = None
+
+    def set_vocabulary(
+        self, object_classes: Sequence[str] | None = None, part_classes: Sequence[str] | None = None
+    ) -> None:
+        """Label masks with ``object_classes`` (SEEM has no part classifier: ``part_classes`` raises)."""
+        if part_classes is not None:
+            raise ValueError("part_classes: SEEM models have no part classifier (part labels need Semantic-SAM)")
+        if object_classes is None:
+            self.class_names, self.vocab = None, None
+            self.label_reason = "no class_names given (SEEM labels masks from a vocabulary)"
+            return
+        names = list(object_classes)
+        if isinstance(object_classes, str) or not names or not all(isinstance(c, str) and c for c in names):
+            raise ValueError("class_names must be a non-empty list of non-empty strings")
+        with torch.no_grad():
+            self.vocab = self.model.class_embeddings(names)
+        self.class_names = names
+        self.label_reason = None
 
     def set_image(self, image: np.ndarray) -> GridFrame:
         t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
@@ -598,6 +649,7 @@ class SEEMGridAdapter(GridAdapter):
             raise RuntimeError("set_image() first")
         lowres: list[Tensor] = []
         labels: list[str | None] = []
+        label_scores: list[float | None] = []
         step = self.max_points_per_call
         for s in range(0, len(points_rel), step):
             spatial = SpatialPrompts(pos_masks=self.click_masks(points_rel[s : s + step]))
@@ -611,13 +663,21 @@ class SEEMGridAdapter(GridAdapter):
                 lowres.append(sel.prev_mask)
                 cls = out.final.spatial.class_logits
                 if cls is not None:
-                    labels.extend(self._label(int(i)) for i in cls[0, sel.query_index].argmax(-1).tolist())
+                    prob, idx = cls[0, sel.query_index].float().softmax(-1).max(-1)
+                    labels.extend(self._label(int(i)) for i in idx.tolist())
+                    label_scores.extend(
+                        self._score(int(i), float(p)) for i, p in zip(idx.tolist(), prob.tolist(), strict=True)
+                    )
             else:
                 d = out.demo_selection
                 assert d is not None
                 lowres.append(d.mask_logits[None])
                 if d.class_index is not None:
                     labels.append(self._label(d.class_index))
+                    obj = out.final.object
+                    cl = None if obj is None else obj.class_logits
+                    p = None if cl is None else float(cl[0, d.query_index].float().softmax(-1)[d.class_index])
+                    label_scores.append(None if p is None else self._score(d.class_index, p))
         logits = torch.cat(lowres).float()
         inside = logits > 0
         conf = (logits.sigmoid() * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1)
@@ -628,11 +688,16 @@ class SEEMGridAdapter(GridAdapter):
             point_index=torch.arange(n, device=logits.device),
             levels=torch.zeros(n, dtype=torch.long, device=logits.device),
             labels=labels if self.vocab is not None else None,
+            label_scores=label_scores if self.vocab is not None else None,
         )
 
     def _label(self, i: int) -> str | None:
         assert self.class_names is not None
         return self.class_names[i] if i < len(self.class_names) else None
+
+    def _score(self, i: int, p: float) -> float | None:
+        assert self.class_names is not None
+        return p if i < len(self.class_names) else None
 
 
 def grid_adapter_for(
@@ -642,20 +707,33 @@ def grid_adapter_for(
     exact_batching: bool = False,
     class_names: Sequence[str] | None = None,
     autocast_dtype: torch.dtype | None = None,
+    part_names: Sequence[str] | None = None,
 ) -> GridAdapter:
-    """The adapter for a model (``SemanticSAM``, ``SEEMModel``), a ``GranularityPredictor`` or an adapter."""
+    """The adapter for a model (``SemanticSAM``, ``SEEMModel``), a ``GranularityPredictor`` (its vocabulary is
+    kept) or an adapter. ``class_names`` / ``part_names``: the vocabulary (``ValueError`` with the reason when the
+    model cannot label)."""
     from seem.models.seem_model import SEEMModel
 
     if isinstance(model_or_predictor, GridAdapter):
+        if class_names is not None or part_names is not None:
+            model_or_predictor.set_vocabulary(class_names, part_names)
         return model_or_predictor
+    vocab = None
     if isinstance(model_or_predictor, GranularityPredictor):
+        vocab = model_or_predictor.vocabulary
         model_or_predictor = model_or_predictor.model
     if isinstance(model_or_predictor, SemanticSAM):
-        if class_names is not None:
-            raise ValueError(f"class_names: {NO_LABEL_REASON}")
-        return SemanticSAMGridAdapter(
-            model_or_predictor, levels, exact_batching=exact_batching, autocast_dtype=autocast_dtype
+        adapter = SemanticSAMGridAdapter(
+            model_or_predictor, levels, exact_batching=exact_batching, autocast_dtype=autocast_dtype, vocabulary=vocab
         )
+        if class_names is not None or part_names is not None:
+            try:
+                adapter.set_vocabulary(class_names, part_names)
+            except ValueError as e:
+                raise ValueError(f"class_names / part_names: {e}") from e
+        return adapter
+    if part_names is not None:
+        raise ValueError("part_names: SEEM models have no part classifier (part labels need Semantic-SAM)")
     if isinstance(model_or_predictor, SEEMModel):
         if levels is not None and tuple(levels) != ALL_LEVELS:
             raise ValueError(
@@ -732,7 +810,8 @@ class AutomaticMaskGenerator:
         levels: Semantic-SAM granularity levels 1..6 (SEEM: leave the default).
         exact_batching: Semantic-SAM: all clicks of a batch attend to each other (official batched inference).
         official: reproduce the official Semantic-SAM generator (see the module docstring).
-        class_names: SEEM only: vocabulary for ``label``.
+        class_names: vocabulary for ``label`` (SEEM; Semantic-SAM models with a trained object head).
+        part_names: vocabulary for ``part_label`` (Semantic-SAM models with a trained part head).
         progress: show a tqdm progress bar over batches.
         upscale_chunk: masks upscaled at once (memory: ``upscale_chunk * H' * W' * 4`` bytes).
         autocast_dtype: Semantic-SAM decoder autocast dtype (e.g. ``torch.bfloat16``), None for float32.
@@ -768,6 +847,7 @@ class AutomaticMaskGenerator:
         autocast_dtype: torch.dtype | None = None,
         short_side: int | None = None,
         fast_stats: bool = True,
+        part_names: Sequence[str] | None = None,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -821,6 +901,7 @@ class AutomaticMaskGenerator:
             exact_batching=exact_batching or official,
             class_names=class_names,
             autocast_dtype=autocast_dtype,
+            part_names=part_names,
         )
         if official:
             if self.adapter.family != "semantic_sam":
@@ -866,8 +947,15 @@ class AutomaticMaskGenerator:
 
     @property
     def label_reason(self) -> str | None:
-        """Why records carry no ``label`` (None when they do)."""
+        """Why records carry no ``label`` (and/or ``part_label`` for Semantic-SAM); None when they do."""
         return self.adapter.label_reason
+
+    def set_vocabulary(
+        self, object_classes: Sequence[str] | None = None, part_classes: Sequence[str] | None = None
+    ) -> None:
+        """Label masks with these object / part classes (None: the model's default for that head). Semantic-SAM:
+        needs trained class heads (see ``GranularityPredictor.set_vocabulary``); SEEM: object classes only."""
+        self.adapter.set_vocabulary(object_classes, part_classes)
 
     # -------------------------------------------------------------------------------------------------- generate
 
@@ -979,7 +1067,11 @@ class AutomaticMaskGenerator:
         scores = props.scores.cpu()[idx]
         point_index = props.point_index.cpu()[idx]
         levels = props.levels.cpu()[idx]
-        labels = [props.labels[i] for i in idx.tolist()] if props.labels is not None else None
+        il = idx.tolist()
+
+        def column(values: list[Any] | None) -> list[Any]:
+            return [values[i] for i in il] if values is not None else [None] * len(il)
+
         frame = crop.frame
         stab_all, boxes_all = [], []
         fast = self.fast_stats and not self.official
@@ -999,7 +1091,10 @@ class AutomaticMaskGenerator:
                 "boxes": boxes.float(),
                 "point_index": point_index,
                 "levels": levels,
-                "labels": labels if labels is not None else [None] * len(scores),
+                "labels": column(props.labels),
+                "label_scores": column(props.label_scores),
+                "part_labels": column(props.part_labels),
+                "part_label_scores": column(props.part_label_scores),
             }
         )
         table.filter(keep2)
@@ -1078,6 +1173,7 @@ class AutomaticMaskGenerator:
         self, data: _Table, masks: list[np.ndarray], crops: list[_Crop], orig: tuple[int, int]
     ) -> list[dict[str, Any]]:
         records = []
+        reason = self.adapter.label_reason
         for i, m in enumerate(masks):
             if self.output_mode == "binary_mask":
                 seg: Any = m
@@ -1099,7 +1195,12 @@ class AutomaticMaskGenerator:
                     "crop_box": box_xyxy_to_xywh(crop.box),
                     "level": level if level > 0 else None,
                     "label": data["labels"][i],
-                    "part_label": None,
+                    "label_score": data["label_scores"][i],
+                    "part_label": data["part_labels"][i],
+                    "part_label_score": data["part_label_scores"][i],
+                    "label_reason": reason
+                    if reason is not None or data["labels"][i] is not None
+                    else "the background column scored highest (no class of the vocabulary)",
                 }
             )
         return records

@@ -45,8 +45,12 @@ already kept mask exceeds ``dedup_iou`` (compared before clean-up), then holes a
 all six tokens): results at the **resized** size, IoUs rounded to 2 decimals before the ``min_iou`` test, the
 **last** (lowest-IoU) mask kept when every mask fails, and ``sort="area"`` ordering by the area *before* clean-up.
 
-Labels: the released Semantic-SAM checkpoints have no class heads (their configs switch semantics off), so ``label``
-and ``part_label`` are None and ``label_reason`` says why.
+Labels: a model with trained class heads (``cfg.labels.heads``) labels every mask with its object class (``label``)
+and part class (``part_label``), each with a ``*_score``: the per-class sigmoid of the token's class logits (the heads
+are trained with a sigmoid focal loss), averaged over the positive prompts (clicks and box) of the level, argmax over
+the vocabulary. The vocabulary is the model's stored class table, or ``set_vocabulary(object_classes, part_classes)``
+(any names with a text encoder, a subset of the stored table without). The released checkpoints hold the heads
+untrained (``TEXT.ARCH: noencoder``): ``label`` and ``part_label`` are then None and ``label_reason`` says why.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from seem.models.semantic_sam import SemanticSAM, SemanticSAMFeatures
+from seem.models.semantic_sam import NO_LABEL_REASON, LabelVocabulary, SemanticSAM, SemanticSAMFeatures
 
 __all__ = [
     "ALL_LEVELS",
@@ -74,6 +78,7 @@ __all__ = [
     "check_levels",
     "load_rgb",
     "mask_to_xywh",
+    "pick_labels",
     "remove_small_regions",
     "resize_short_side",
     "resized_size",
@@ -86,11 +91,6 @@ ALL_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 
 DEFAULT_SHORT_SIDE = 640
 """Short side of the model input (official ``prepare_image``: ``Resize(640, BICUBIC)``)."""
-
-NO_LABEL_REASON = (
-    "the loaded Semantic-SAM weights have no class heads (the released checkpoints are class-agnostic), "
-    "so masks carry no label"
-)
 
 SortKey = Literal["iou", "area", "level"]
 
@@ -241,8 +241,9 @@ class GranularityMask:
         area: pixels of ``mask``.
         bbox: SAM's XYWH box of ``mask`` (see ``mask_to_xywh``).
         raw_area: pixels before hole filling / island removal.
-        label, part_label: class and part names, None while the weights have no class heads.
-        label_reason: why ``label`` / ``part_label`` are None (None when they are set).
+        label, part_label: object and part class names (None when unavailable, see ``label_reason``).
+        label_reason: why ``label`` and/or ``part_label`` are None (None when both are set).
+        label_score, part_label_score: sigmoid score of ``label`` / ``part_label`` in 0..1 (None with them).
     """
 
     mask: np.ndarray
@@ -255,6 +256,8 @@ class GranularityMask:
     label: str | None = None
     part_label: str | None = None
     label_reason: str | None = NO_LABEL_REASON
+    label_score: float | None = None
+    part_label_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,6 +269,17 @@ class _Candidate:
     token: int
     iou: float
     mask: np.ndarray
+    label: str | None = None
+    label_score: float | None = None
+    part_label: str | None = None
+    part_label_score: float | None = None
+
+
+def pick_labels(prob: Tensor, vocabulary: LabelVocabulary, kind: str) -> tuple[list[str | None], list[float | None]]:
+    """Per-class probabilities ``[M, N]`` (sigmoid of the class logits) → per row the argmax class name of the
+    ``kind`` (``"object"`` / ``"part"``) table and its probability."""
+    score, idx = prob.float().max(-1)
+    return [vocabulary.name(kind, int(i)) for i in idx.tolist()], [float(v) for v in score.tolist()]
 
 
 # ------------------------------------------------------------------------------------------------------- predictor
@@ -294,6 +308,24 @@ class GranularityPredictor:
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.input_image: np.ndarray | None = None
+        self.vocabulary: LabelVocabulary = model.usable_vocabulary()
+
+    # ----------------------------------------------------------------------------------------------- labels
+
+    def set_vocabulary(
+        self, object_classes: Sequence[str] | None = None, part_classes: Sequence[str] | None = None
+    ) -> None:
+        """Label masks with these object / part classes (None: the model's stored table for that head).
+
+        Raises ``ValueError`` (with the reason) when the model has no trained head for classes given, or cannot
+        embed a name (no text encoder and not in the stored table).
+        """
+        self.vocabulary = self.model.usable_vocabulary(self.model.build_vocabulary(object_classes, part_classes))
+
+    @property
+    def label_reason(self) -> str | None:
+        """Why results carry no ``label`` and/or ``part_label`` (None when both are given)."""
+        return self.model.label_reason(self.vocabulary)
 
     # ---------------------------------------------------------------------------------------------------- image
 
@@ -383,6 +415,8 @@ class GranularityPredictor:
         clicks = np.concatenate([pos, neg]) if len(pts) else None
         rel_pts = None if clicks is None else torch.from_numpy(clicks / np.array([w0, h0], dtype=np.float64)).float()
         rel_box = None if bx is None else torch.from_numpy(bx / np.array([w0, h0, w0, h0], dtype=np.float64)).float()
+        vocab = self.vocabulary
+        labelled = vocab.object_embeddings is not None or vocab.part_embeddings is not None
         with torch.no_grad():
             out = self.model.decode_clicks(
                 self.features,
@@ -390,6 +424,7 @@ class GranularityPredictor:
                 None if rel_box is None else rel_box[None].to(self.device),
                 relative=True,
                 exact_batching=exact_batching,
+                vocabulary=vocab if labelled else None,
             )
         assert out.masks is not None
         masks = out.masks[0]  # [Q, 6, h4, w4]
@@ -420,6 +455,14 @@ class GranularityPredictor:
 
         tokens = [PROMPT_SWITCH[level] for level in lv]
         per_prompt = {q: binary(q, tokens) for q in pos_idx}  # q -> [L, H, W]
+        names: dict[str, tuple[list[str | None], list[float | None]]] = {}
+        for kind, logits in (("object", out.object_logits), ("part", out.part_logits)):
+            if logits is None:
+                names[kind] = ([None] * len(tokens), [None] * len(tokens))
+                continue
+            # mean per-class probability over the positive prompts of each level's token → argmax
+            prob = logits[0][pos_idx][:, tokens].float().sigmoid().mean(0)  # [L, N]
+            names[kind] = pick_labels(prob, vocab, kind)
         cands = []
         for j, (level, tok) in enumerate(zip(lv, tokens, strict=True)):
             m = np.logical_or.reduce([per_prompt[q][j] for q in pos_idx])
@@ -427,8 +470,23 @@ class GranularityPredictor:
             if box_region is not None:
                 m &= box_region
             iou = float(ious[pos_idx, tok].mean()) if len(pos_idx) > 1 else float(ious[pos_idx[0], tok])
-            cands.append(_Candidate(level, tok, iou, m))
-        return self._rank(cands, sort, dedup_iou, min_iou, min_region, official)
+            cands.append(
+                _Candidate(
+                    level,
+                    tok,
+                    iou,
+                    m,
+                    label=names["object"][0][j],
+                    label_score=names["object"][1][j],
+                    part_label=names["part"][0][j],
+                    part_label_score=names["part"][1][j],
+                )
+            )
+        results = self._rank(cands, sort, dedup_iou, min_iou, min_region, official)
+        reason = self.label_reason
+        for r in results:
+            r.label_reason = reason
+        return results
 
     # ------------------------------------------------------------------------------------------------- internals
 
@@ -540,6 +598,10 @@ class GranularityPredictor:
                     area=int(m.sum()),
                     bbox=mask_to_xywh(m),
                     raw_area=int(c.mask.sum()),
+                    label=c.label,
+                    part_label=c.part_label,
+                    label_score=c.label_score,
+                    part_label_score=c.part_label_score,
                 )
             )
         if sort == "area":

@@ -30,10 +30,19 @@ Self-attention between prompts (``exact_batching``):
   code does (``attn_mask=None``): batching then changes each prompt's result. Use it to reproduce official batched
   outputs (e.g. the automatic mask generator's 200-point batches).
 
+Class heads (official "whole" / "part" switches, decoupled classification): ``class_embed`` (objects) and
+``class_embed_part`` (parts), two ``[C, dim_proj]`` matrices applied to the same twice-normalised head input,
+``emb = decoder_norm(hs_i) @ class_embed``; logits against a class-embedding table ``[N, dim_proj]`` (unit rows) by
+SEEM's / the official ``compute_similarity`` rule ``exp(logit_scale) · (emb / (‖emb‖ + 1e-7)) @ tableᵀ``, computed
+for every layer (deep supervision) when a table is given. They are sigmoid (focal-loss) logits over exactly the
+given classes; "no object" is every class scoring low, not a background column (official criterion). The released
+checkpoints store these heads untrained (``TEXT.ARCH: noencoder``, switches off); they never change the masks.
+
 Parameter names equal the official ones after removing ``model.sem_seg_head.predictor.``, except the box MLP, which
 is ``bbox_embed`` here (official ``_bbox_embed``, aliased as ``bbox_embed.{i}`` and ``decoder.bbox_embed.{i}``), and
-``decoder.norm`` (an alias of ``decoder_norm``), which is not a separate module here. The unused ``lang_mapper``,
-``class_embed`` and ``class_embed_part`` are not built.
+``decoder.norm`` (an alias of ``decoder_norm``), which is not a separate module here. The official ``lang_mapper``
+(``[dim_proj, C]``, text embedding → content query) is not built: only the object-query label-denoising path
+(``prepare_for_dn``) reads it, and the interactive-only decoder never runs that path.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from torch import Tensor, nn
 from seem.models.layers import MLP
 from seem.models.pixel_decoders.ms_deform_attn import MSDeformAttn
 from seem.models.semantic_sam_config import GranularityDecoderConfig
+from seem.models.text.encoder import class_logits
 
 __all__ = [
     "DecoderMemory",
@@ -119,6 +129,10 @@ class GranularityDecoderOutput:
         intermediates: with ``return_intermediates=True``: ``tgt_init`` ``[B, Q*K, C]``,
             ``refpoints_unsigmoid_init`` ``[B, Q*K, 4]``, ``layer_out_{i}`` / ``hs_{i}`` ``[B, Q*K, C]`` and
             ``ref_{i}`` ``[B, Q*K, 4]`` (``ref_0`` the input anchor, ``ref_{i+1}`` after layer ``i``).
+        object_logits: ``[B, Q, K, No]`` final-layer object-class logits (sigmoid / focal logits over the ``No``
+            classes of the object table), None when no object table was given.
+        part_logits: ``[B, Q, K, Np]`` final-layer part-class logits, None when no part table was given.
+        aux_object_logits, aux_part_logits: the same for layers ``0 .. num_layers - 2`` (empty when None).
     """
 
     masks: Tensor | None
@@ -128,6 +142,20 @@ class GranularityDecoderOutput:
     aux_boxes: list[Tensor] = field(default_factory=list)
     aux_masks: list[Tensor] = field(default_factory=list)
     intermediates: dict[str, Tensor] = field(default_factory=dict)
+    object_logits: Tensor | None = None
+    part_logits: Tensor | None = None
+    aux_object_logits: list[Tensor] = field(default_factory=list)
+    aux_part_logits: list[Tensor] = field(default_factory=list)
+
+    @property
+    def layer_object_logits(self) -> list[Tensor] | None:
+        """Object logits of every layer, first to final (``granularity_layers(out, object_logits=...)``)."""
+        return None if self.object_logits is None else [*self.aux_object_logits, self.object_logits]
+
+    @property
+    def layer_part_logits(self) -> list[Tensor] | None:
+        """Part logits of every layer, first to final (``granularity_layers(out, part_logits=...)``)."""
+        return None if self.part_logits is None else [*self.aux_part_logits, self.part_logits]
 
 
 class DecoderLayer(nn.Module):
@@ -205,6 +233,11 @@ class GranularityDecoder(nn.Module):
         nn.init.constant_(last.weight, 0)
         nn.init.constant_(last.bias, 0)
         self._reset_decoder()
+        # decoupled class heads (official "whole" and "part"), created last so the other inits are unchanged
+        self.class_embed = nn.Parameter(torch.empty(d, cfg.dim_proj))
+        self.class_embed_part = nn.Parameter(torch.empty(d, cfg.dim_proj))
+        nn.init.trunc_normal_(self.class_embed, std=0.02)
+        nn.init.trunc_normal_(self.class_embed_part, std=0.02)
 
     def _reset_decoder(self) -> None:
         for p in self.decoder.parameters():
@@ -229,6 +262,26 @@ class GranularityDecoder(nn.Module):
         tgt = content.repeat_interleave(k, 1) + self.mask_tokens.weight.repeat(boxes.shape[0], boxes.shape[1], 1)
         return tgt, inverse_sigmoid(boxes).repeat_interleave(k, 1)
 
+    def classify(
+        self,
+        head_in: Tensor,
+        object_embeddings: Tensor | None,
+        part_embeddings: Tensor | None,
+        logit_scale: Tensor | float = 0.0,
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Class logits of head inputs (``decoder_norm(hs)``, ``[..., C]``) → ``([..., No] | None, [..., Np] | None)``.
+
+        ``object_embeddings`` / ``part_embeddings``: unit-norm class tables ``[N, dim_proj]`` (None skips that head);
+        ``logit_scale``: the log scale (``exp`` is applied; 0 → scale 1).
+        """
+        obj = part = None
+        if object_embeddings is not None:
+            obj = class_logits(head_in @ self.class_embed.to(head_in.dtype), object_embeddings.to(head_in), logit_scale)
+        if part_embeddings is not None:
+            emb = head_in @ self.class_embed_part.to(head_in.dtype)
+            part = class_logits(emb, part_embeddings.to(head_in), logit_scale)
+        return obj, part
+
     def _value(self, layer_id: int, layer: nn.Module, memory: DecoderMemory) -> Tensor:
         cached = memory.value_cache.get(layer_id)
         if cached is not None:
@@ -249,6 +302,9 @@ class GranularityDecoder(nn.Module):
         compute_masks: bool = True,
         all_layer_masks: bool = False,
         return_intermediates: bool = False,
+        object_embeddings: Tensor | None = None,
+        part_embeddings: Tensor | None = None,
+        logit_scale: Tensor | float = 0.0,
     ) -> GranularityDecoderOutput:
         """Decode ``Q`` prompt boxes per image.
 
@@ -261,7 +317,15 @@ class GranularityDecoder(nn.Module):
             compute_masks: compute the final-layer mask logits.
             all_layer_masks: also compute masks for the earlier layers (``aux_masks``).
             return_intermediates: fill ``intermediates`` (for tests and debugging).
+            object_embeddings, part_embeddings: class tables ``[N, dim_proj]`` (unit rows); when given, every
+                layer's object / part logits are returned (see ``classify``).
+            logit_scale: log scale of the class logits.
         """
+        for name, table in (("object_embeddings", object_embeddings), ("part_embeddings", part_embeddings)):
+            if table is not None and (table.dim() != 2 or table.shape[-1] != self.cfg.dim_proj or not len(table)):
+                raise ValueError(
+                    f"{name} must be a non-empty [N, {self.cfg.dim_proj}] class table, got {tuple(table.shape)}"
+                )
         b, q, _ = boxes.shape
         k = self.num_tokens
         tgt, ref_unsig = self.make_queries(boxes, pb)
@@ -282,6 +346,8 @@ class GranularityDecoder(nn.Module):
             outs.append(tgt)
         n = len(outs)
         ious, boxes_out, masks = [], [], []
+        obj_logits: list[Tensor] = []
+        part_logits: list[Tensor] = []
         for i, out in enumerate(outs):
             hs = self.decoder_norm(out)
             head_in = self.decoder_norm(hs)  # official double LayerNorm
@@ -293,6 +359,12 @@ class GranularityDecoder(nn.Module):
             if (compute_masks and i == n - 1) or (all_layer_masks and i < n - 1):
                 m = torch.einsum("bqc,bchw->bqhw", self.mask_embed(head_in), memory.mask_features)
                 masks.append(m.view(b, q, k, *m.shape[-2:]))
+            if object_embeddings is not None or part_embeddings is not None:
+                lo, lp = self.classify(head_in, object_embeddings, part_embeddings, logit_scale)
+                if lo is not None:
+                    obj_logits.append(lo.view(b, q, k, -1))
+                if lp is not None:
+                    part_logits.append(lp.view(b, q, k, -1))
         if return_intermediates:
             for i, r in enumerate(refs):
                 inter[f"ref_{i}"] = r
@@ -305,4 +377,8 @@ class GranularityDecoder(nn.Module):
             aux_boxes=boxes_out[:-1],
             aux_masks=masks,
             intermediates=inter,
+            object_logits=obj_logits[-1] if obj_logits else None,
+            part_logits=part_logits[-1] if part_logits else None,
+            aux_object_logits=obj_logits[:-1],
+            aux_part_logits=part_logits[:-1],
         )

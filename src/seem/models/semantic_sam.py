@@ -29,8 +29,22 @@ automatic generator's user levels 1..6 map to tokens 3, 2, 0, 4, 1, 5). ``exact_
 ``seem.models.granularity_decoder``; ``pb`` (point/box type) defaults to 0, what every official inference path
 feeds (training used 1 for points; with real boxes the official results are reported to be poor).
 
+Labels (object and part classes, official "whole" / "part" heads): the decoder's ``class_embed`` /
+``class_embed_part`` project every query into a text space (``GranularityDecoder.classify``); logits are computed
+against a class table, a ``LabelVocabulary``. Where the class names come from (``cfg.labels``, ``LabelConfig``):
+
+- an optional ``text_encoder`` (SEEM's CLIP-style ``TextEncoder``): ``build_vocabulary(object_classes,
+  part_classes)`` embeds any names (SEEM's rule: 81 prompt templates averaged, **no** background row);
+- a stored class table (buffers ``object_class_embeddings`` / ``part_class_embeddings``, names in
+  ``cfg.labels.object_classes`` / ``part_classes``; ``store_vocabulary`` fills them), the default vocabulary.
+
+``label_reasons`` says why labels are unavailable: the released checkpoints (``labels.heads = "none"``) hold the
+heads untrained, so their masks carry no label (``NO_LABEL_REASON``). ``decode_clicks(..., return_class_logits=True)``
+or ``vocabulary=...`` adds per-layer ``object_logits`` / ``part_logits`` to the output (for training and labelling).
+
 Official checkpoint prefixes: ``model.backbone.`` → ``backbone.``, ``model.sem_seg_head.pixel_decoder.`` →
-``pixel_decoder.``, ``model.sem_seg_head.predictor.`` → ``predictor.`` (see
+``pixel_decoder.``, ``model.sem_seg_head.predictor.lang_encoder.`` → ``text_encoder.`` (only in checkpoints trained
+with a language encoder), ``model.sem_seg_head.predictor.`` → ``predictor.`` (see
 ``seem.models.checkpoints.semantic_sam``).
 """
 
@@ -52,11 +66,64 @@ from seem.models.pixel_decoders.deformable import DeformableEncoder
 from seem.models.pixel_decoders.ms_deform_attn import MSDAImpl, MSDeformAttn
 from seem.models.preprocess import normalize_and_pad
 from seem.models.semantic_sam_config import SemanticSAMConfig
+from seem.models.text.encoder import TextEncoder
 
-__all__ = ["CLICK_BOX_SIZE", "SemanticSAM", "SemanticSAMFeatures", "boxes_to_xyxy_pixels"]
+__all__ = [
+    "CLICK_BOX_SIZE",
+    "NO_LABEL_REASON",
+    "NO_PART_HEAD_REASON",
+    "NO_VOCABULARY_REASON",
+    "LabelVocabulary",
+    "SemanticSAM",
+    "SemanticSAMFeatures",
+    "boxes_to_xyxy_pixels",
+    "combine_label_reasons",
+]
 
 CLICK_BOX_SIZE = 0.005
 """Width and height of the anchor box of a click, as a fraction of the unpadded image (official value)."""
+
+NO_LABEL_REASON = (
+    "the released Semantic-SAM weights were trained without semantic labels (TEXT.ARCH noencoder): the class heads "
+    "of this model are untrained (labels.heads = 'none'), so masks carry no label"
+)
+NO_PART_HEAD_REASON = "this model's part head is not trained (labels.heads = 'object'), so masks carry no part label"
+NO_VOCABULARY_REASON = (
+    "no vocabulary: the model stores no class table for this head; call set_vocabulary(object_classes, part_classes)"
+)
+
+
+@dataclass(frozen=True)
+class LabelVocabulary:
+    """Class tables the label heads are scored against (``SemanticSAM.build_vocabulary``).
+
+    Attributes:
+        object_names, object_embeddings: object classes and their unit-norm embeddings ``[No, dim_proj]`` (None:
+            no object labels).
+        part_names, part_embeddings: the same for parts.
+
+    No background row: the heads give independent sigmoid (focal-loss) logits per class, as officially trained.
+    """
+
+    object_names: tuple[str, ...] = ()
+    object_embeddings: Tensor | None = None
+    part_names: tuple[str, ...] = ()
+    part_embeddings: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for kind in ("object", "part"):
+            names, emb = getattr(self, f"{kind}_names"), getattr(self, f"{kind}_embeddings")
+            if emb is None:
+                continue
+            if not isinstance(emb, Tensor) or emb.dim() != 2:
+                raise ValueError(f"{kind}_embeddings must be a [N, dim_proj] tensor, got {getattr(emb, 'shape', emb)}")
+            if names and len(names) != emb.shape[0]:
+                raise ValueError(f"{len(names)} {kind} names for {emb.shape[0]} {kind} embeddings")
+
+    def name(self, kind: str, index: int) -> str:
+        """Class name of row ``index`` of the ``kind`` (``"object"`` / ``"part"``) table (``"class_{i}"`` unnamed)."""
+        names = self.object_names if kind == "object" else self.part_names
+        return names[index] if names else f"class_{index}"
 
 
 @dataclass
@@ -95,7 +162,11 @@ class SemanticSAM(nn.Module):
     """Semantic-SAM (see the module docstring for the API and coordinate rules).
 
     Submodules: ``backbone`` (``SwinTransformer``), ``pixel_decoder`` (``DeformableEncoder``), ``predictor``
-    (``GranularityDecoder``). ``pixel_mean`` / ``pixel_std`` are non-persistent buffers (``[3]``, 0..255 scale).
+    (``GranularityDecoder``, with the class heads ``class_embed`` / ``class_embed_part``) and, with
+    ``cfg.labels.text``, ``text_encoder`` (``TextEncoder``; else None). ``pixel_mean`` / ``pixel_std`` are
+    non-persistent buffers (``[3]``, 0..255 scale). Label extras, present only when configured: buffers
+    ``object_class_embeddings`` / ``part_class_embeddings`` (stored class tables) and the parameter ``logit_scale``
+    (trained heads without a text encoder; otherwise the text encoder's scale is used).
     """
 
     pixel_mean: Tensor
@@ -110,10 +181,164 @@ class SemanticSAM(nn.Module):
         self.predictor = GranularityDecoder(cfg.decoder)
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32), persistent=False)
+        labels = cfg.labels
+        self.text_encoder: TextEncoder | None = TextEncoder(labels.text) if labels.text is not None else None
+        if labels.heads != "none" and labels.text is None:  # the text encoder holds the scale when there is one
+            self.logit_scale: nn.Parameter | None = nn.Parameter(torch.ones([]))
+        else:
+            self.register_parameter("logit_scale", None)
+        p = cfg.decoder.dim_proj
+        for kind, names in (("object", labels.object_classes), ("part", labels.part_classes)):
+            self.register_buffer(f"{kind}_class_embeddings", torch.zeros(len(names), p) if names else None)
 
     @property
     def num_tokens(self) -> int:
         return self.cfg.decoder.num_tokens
+
+    # ------------------------------------------------------------------------------------------------ labels
+
+    @property
+    def label_logit_scale(self) -> Tensor | float:
+        """Log scale of the class logits: the text encoder's ``logit_scale``, else the model's own, else 0."""
+        if self.text_encoder is not None:
+            return self.text_encoder.logit_scale
+        return self.logit_scale if self.logit_scale is not None else 0.0
+
+    def _stored(self, kind: str) -> tuple[tuple[str, ...], Tensor | None]:
+        names = self.cfg.labels.object_classes if kind == "object" else self.cfg.labels.part_classes
+        return tuple(names), getattr(self, f"{kind}_class_embeddings")
+
+    def _head_enabled(self, kind: str) -> bool:
+        return self.cfg.labels.object_head if kind == "object" else self.cfg.labels.part_head
+
+    def build_vocabulary(
+        self, object_classes: Sequence[str] | None = None, part_classes: Sequence[str] | None = None
+    ) -> LabelVocabulary:
+        """The class tables for ``object_classes`` / ``part_classes``.
+
+        Names are embedded with the text encoder when the model has one; otherwise they must be in the stored class
+        table (rows are selected by name). None takes the whole stored table of that head (none when nothing is
+        stored). Raises ``ValueError`` when names are given for a head the model does not have (with the reason),
+        a name is not in the stored table of a model without text encoder, or names are empty / repeated.
+        """
+        out: dict[str, Any] = {}
+        for kind, names in (("object", object_classes), ("part", part_classes)):
+            stored_names, stored = self._stored(kind)
+            if names is None:
+                if self._head_enabled(kind) and stored is not None:
+                    out[f"{kind}_names"], out[f"{kind}_embeddings"] = stored_names, stored
+                continue
+            if not self._head_enabled(kind):
+                why = NO_LABEL_REASON if self.cfg.labels.heads == "none" else NO_PART_HEAD_REASON
+                raise ValueError(f"{kind}_classes given, but {why}")
+            names = _check_names(names, f"{kind}_classes")
+            if self.text_encoder is not None:
+                with torch.no_grad():
+                    emb = self.text_encoder.class_embeddings(list(names), add_background=False)
+            else:
+                unknown = [n for n in names if n not in stored_names]
+                if unknown:
+                    raise ValueError(
+                        f"{kind} classes {unknown} are not in the model's stored class table "
+                        f"{list(stored_names)} and the model has no text encoder to embed new names"
+                    )
+                assert stored is not None
+                emb = stored[[stored_names.index(n) for n in names]]
+            out[f"{kind}_names"], out[f"{kind}_embeddings"] = names, emb
+        return LabelVocabulary(**out)
+
+    def label_reasons(self, vocabulary: LabelVocabulary | None = None) -> tuple[str | None, str | None]:
+        """Why object / part labels are unavailable with ``vocabulary`` (default: the stored one); None = available."""
+        vocab = self.build_vocabulary() if vocabulary is None else vocabulary
+        if self.cfg.labels.heads == "none":
+            return NO_LABEL_REASON, NO_LABEL_REASON
+        obj = None if vocab.object_embeddings is not None else NO_VOCABULARY_REASON
+        if not self.cfg.labels.part_head:
+            part: str | None = NO_PART_HEAD_REASON
+        else:
+            part = None if vocab.part_embeddings is not None else NO_VOCABULARY_REASON
+        return obj, part
+
+    def label_reason(self, vocabulary: LabelVocabulary | None = None) -> str | None:
+        """One sentence for records: why ``label`` and/or ``part_label`` are None (None when both are available)."""
+        return combine_label_reasons(*self.label_reasons(vocabulary))
+
+    def usable_vocabulary(self, vocabulary: LabelVocabulary | None = None) -> LabelVocabulary:
+        """``vocabulary`` (default: the stored one) without the tables of heads that are not trained."""
+        vocab = self.build_vocabulary() if vocabulary is None else vocabulary
+        obj_ok, part_ok = self.cfg.labels.object_head, self.cfg.labels.part_head
+        return LabelVocabulary(
+            object_names=vocab.object_names if obj_ok else (),
+            object_embeddings=vocab.object_embeddings if obj_ok else None,
+            part_names=vocab.part_names if part_ok else (),
+            part_embeddings=vocab.part_embeddings if part_ok else None,
+        )
+
+    def classify(self, head_in: Tensor, vocabulary: LabelVocabulary) -> tuple[Tensor | None, Tensor | None]:
+        """Object / part logits of head inputs ``decoder_norm(hs)`` ``[..., C]`` against ``vocabulary``'s tables."""
+        return self.predictor.classify(
+            head_in, vocabulary.object_embeddings, vocabulary.part_embeddings, self.label_logit_scale
+        )
+
+    @torch.no_grad()
+    def store_vocabulary(
+        self,
+        object_classes: Sequence[str] | None = None,
+        part_classes: Sequence[str] | None = None,
+        *,
+        object_embeddings: Tensor | None = None,
+        part_embeddings: Tensor | None = None,
+    ) -> None:
+        """Store class tables with the model (buffers + names in ``cfg.labels``), replacing the stored ones.
+
+        Embeddings are computed with the text encoder unless given (``[N, dim_proj]``, normalised here). None keeps
+        that head's stored table, empty names remove it. A model saved afterwards (``save_semantic_sam``) labels
+        from these tables by default (``without_text_encoder`` drops the text encoder).
+        """
+        p = self.cfg.decoder.dim_proj
+        dev = self.pixel_mean.device
+        for kind, names, emb in (
+            ("object", object_classes, object_embeddings),
+            ("part", part_classes, part_embeddings),
+        ):
+            if names is None:
+                if emb is not None:
+                    raise ValueError(f"{kind}_embeddings given without {kind}_classes")
+                continue
+            names = tuple(names)
+            if not names:
+                if emb is not None:
+                    raise ValueError(f"{kind}_embeddings given without {kind}_classes")
+                self.register_buffer(f"{kind}_class_embeddings", None)
+                setattr(self.cfg.labels, f"{kind}_classes", ())
+                continue
+            names = _check_names(names, f"{kind}_classes")
+            if emb is None:
+                if self.text_encoder is None:
+                    raise ValueError(f"{kind}_embeddings are needed: the model has no text encoder to embed names")
+                emb = self.text_encoder.class_embeddings(list(names), add_background=False)
+            if not isinstance(emb, Tensor) or tuple(emb.shape) != (len(names), p):
+                raise ValueError(f"{kind}_embeddings must be [{len(names)}, {p}], got {getattr(emb, 'shape', emb)}")
+            emb = emb.to(device=dev, dtype=torch.float32)
+            self.register_buffer(f"{kind}_class_embeddings", emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+            setattr(self.cfg.labels, f"{kind}_classes", names)
+        self.cfg.validate()
+
+    def without_text_encoder(self) -> SemanticSAM:
+        """A copy that labels from the stored class tables only: no text encoder (its ``logit_scale`` becomes the
+        model's own); ``store_vocabulary`` first. Lighter to ship; new names can then no longer be embedded."""
+        import copy
+
+        if self.text_encoder is None:
+            raise ValueError("the model has no text encoder")
+        cfg = copy.deepcopy(self.cfg)
+        cfg.labels.text = None
+        sd = {k: v for k, v in self.state_dict().items() if not k.startswith("text_encoder.")}
+        model = SemanticSAM(cfg).to(self.pixel_mean.device)
+        if model.logit_scale is not None:
+            sd["logit_scale"] = self.text_encoder.logit_scale.detach().clone()
+        model.load_state_dict(sd, strict=True)
+        return model.train(self.training)
 
     def set_msda_impl(self, impl: MSDAImpl) -> None:
         """Choose the MSDA core of every encoder and decoder layer: ``"auto"`` (default: ``"gather"`` on CPU/CUDA,
@@ -231,6 +456,8 @@ class SemanticSAM(nn.Module):
         compute_masks: bool = True,
         all_layer_masks: bool = False,
         return_intermediates: bool = False,
+        return_class_logits: bool = False,
+        vocabulary: LabelVocabulary | None = None,
     ) -> GranularityDecoderOutput:
         """Decode clicks and/or boxes into ``num_tokens`` masks, IoU scores and boxes each.
 
@@ -244,10 +471,15 @@ class SemanticSAM(nn.Module):
             pb: point/box type index, an int for every prompt or a ``[Q]`` / ``[B, Q]`` tensor (official: 0).
             compute_masks: compute the final-layer stride-4 mask logits.
             all_layer_masks, return_intermediates: see ``GranularityDecoder.forward``.
+            return_class_logits: also return every layer's class logits for the stored vocabulary, for the heads
+                the model has (``cfg.labels.heads``); ``ValueError`` (with the reason) when neither head can.
+            vocabulary: class tables to score instead (implies class logits for each table it holds, whatever
+                ``cfg.labels.heads`` says: e.g. training the heads of released weights).
 
         Returns:
             ``GranularityDecoderOutput`` with prompts in order (clicks, then boxes): ``masks`` ``[B, Q, K, Hp/4,
-            Wp/4]``, ``ious`` ``[B, Q, K]``, ``boxes`` ``[B, Q, K, 4]`` (cxcywh on the padded canvas).
+            Wp/4]``, ``ious`` ``[B, Q, K]``, ``boxes`` ``[B, Q, K, 4]`` (cxcywh on the padded canvas); with class
+            logits also ``object_logits`` / ``part_logits`` ``[B, Q, K, N]`` (+ ``aux_*`` per earlier layer).
         """
         anchors = self.prompt_boxes(features, points, boxes, relative=relative)
         b, q, _ = anchors.shape
@@ -260,6 +492,13 @@ class SemanticSAM(nn.Module):
             raise ValueError(f"pb must be an int, [Q] or [B, Q] with Q={q}, got shape {tuple(pb_t.shape)}")
         if bool(((pb_t < 0) | (pb_t > 1)).any()):
             raise ValueError("pb values must be 0 or 1")
+        if vocabulary is None and return_class_logits:
+            vocabulary = self.usable_vocabulary()
+            if vocabulary.object_embeddings is None and vocabulary.part_embeddings is None:
+                obj_why, part_why = self.label_reasons()
+                raise ValueError(f"return_class_logits=True, but {obj_why or part_why}")
+        if vocabulary is not None and not isinstance(vocabulary, LabelVocabulary):
+            raise TypeError(f"vocabulary must be a LabelVocabulary, got {type(vocabulary).__name__}")
         return self.predictor(
             features.memory,
             anchors,
@@ -268,6 +507,9 @@ class SemanticSAM(nn.Module):
             compute_masks=compute_masks,
             all_layer_masks=all_layer_masks,
             return_intermediates=return_intermediates,
+            object_embeddings=None if vocabulary is None else vocabulary.object_embeddings,
+            part_embeddings=None if vocabulary is None else vocabulary.part_embeddings,
+            logit_scale=self.label_logit_scale,
         )
 
     @staticmethod
@@ -285,6 +527,31 @@ class SemanticSAM(nn.Module):
         h, w = int(image.shape[-2]), int(image.shape[-1])
         feats = self.encode_image(self.preprocess(image), (h, w))
         return self.decode_clicks(feats, points, **kwargs)  # type: ignore[arg-type]
+
+
+def combine_label_reasons(object_reason: str | None, part_reason: str | None) -> str | None:
+    """Why ``label`` / ``part_label`` are None, as one string (None when neither is missing)."""
+    if object_reason and part_reason:
+        return object_reason if object_reason == part_reason else f"label: {object_reason}; part_label: {part_reason}"
+    if object_reason:
+        return f"label: {object_reason}"
+    if part_reason:
+        return f"part_label: {part_reason}"
+    return None
+
+
+def _check_names(names: Sequence[str], what: str) -> tuple[str, ...]:
+    if isinstance(names, str) or not isinstance(names, Sequence | tuple):
+        raise TypeError(f"{what} must be a list of class names, got {type(names).__name__}")
+    out = tuple(names)
+    if not out:
+        raise ValueError(f"{what} is empty")
+    bad = [n for n in out if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise ValueError(f"{what} must hold non-empty strings, got {bad[:3]}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what} names a class twice: {sorted({n for n in out if out.count(n) > 1})}")
+    return out
 
 
 FAMILY = "semantic_sam"
@@ -334,5 +601,8 @@ def load_semantic_sam(path: str | Path, device: str | torch.device = "cpu") -> S
     if family != FAMILY:
         raise CheckpointError(f"{path}: holds a {family!r} model, not Semantic-SAM")
     model = SemanticSAM(SemanticSAMConfig.from_dict(cfg)).to(device)
+    if "labels" not in cfg:  # written before the class heads were built: they were untrained, keep the init
+        for key in ("predictor.class_embed", "predictor.class_embed_part"):
+            sd.setdefault(key, model.state_dict()[key])
     model.load_state_dict(sd, strict=True)
     return model.eval()

@@ -15,6 +15,10 @@ Official config knobs that are easy to misread (see ``official-code.md``):
 - ``MODEL.DECODER.DIM_FEEDFORWARD`` sets **both** the encoder and the decoder FFN width.
 - ``MODEL.DECODER.HIDDEN_DIM`` must equal ``MODEL.ENCODER.CONVS_DIM`` (the decoder's ``input_proj`` is then the
   identity, as in every released model); other combinations are rejected.
+- ``MODEL.DIM_PROJ`` is the width of the class-embedding (text) space: the object / part class heads
+  ``class_embed`` / ``class_embed_part`` are ``[HIDDEN_DIM, DIM_PROJ]``. ``MODEL.TEXT.ARCH: noencoder`` (every
+  released model) means no language encoder was built and the class heads were never trained: such configs get
+  ``labels.heads = "none"`` (see ``LabelConfig``).
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from seem.models.config import PIXEL_MEAN, PIXEL_STD, dataclass_from_dict
+from seem.models.config import PIXEL_MEAN, PIXEL_STD, TextEncoderConfig, dataclass_from_dict
 
 __all__ = [
+    "LABEL_HEADS",
     "DeformableEncoderConfig",
     "GranularityDecoderConfig",
+    "LabelConfig",
+    "LabelHeads",
     "SemanticSAMConfig",
     "SwinConfig",
     "from_official_yaml",
@@ -90,6 +97,75 @@ class GranularityDecoderConfig:
     num_tokens: int = 6
     """``NUM_INTERACTIVE_TOKENS``: one query per granularity token per prompt."""
     mask_dim: int = 256
+    dim_proj: int = 512
+    """``MODEL.DIM_PROJ``: width of the class-embedding space (``class_embed`` / ``class_embed_part`` are
+    ``[hidden_dim, dim_proj]``)."""
+
+
+LabelHeads = Literal["none", "object", "object+part"]
+LABEL_HEADS: tuple[str, ...] = ("none", "object", "object+part")
+
+
+@dataclass
+class LabelConfig:
+    """Semantic labels of a Semantic-SAM model: which class heads are meaningful and where class names come from.
+
+    Attributes:
+        heads: ``"none"`` (the class heads exist, as in every official checkpoint, but were never trained: the
+            released weights come from SA-1B-only training with ``TEXT.ARCH: noencoder``), ``"object"`` (the
+            object head ``class_embed`` is trained) or ``"object+part"`` (also the part head ``class_embed_part``).
+        text: an optional CLIP-style text encoder (SEEM's ``TextEncoder``; ``proj_dim`` must equal
+            ``decoder.dim_proj``): any class name can then be embedded. None: no text encoder (official).
+        object_classes, part_classes: names of a stored, precomputed class-embedding table (model buffers
+            ``object_class_embeddings`` ``[len(object_classes), dim_proj]`` / ``part_class_embeddings``): the default
+            vocabulary, and the only one a model without a text encoder can use.
+    """
+
+    heads: LabelHeads = "none"
+    text: TextEncoderConfig | None = None
+    object_classes: tuple[str, ...] = ()
+    part_classes: tuple[str, ...] = ()
+
+    @property
+    def object_head(self) -> bool:
+        """The object (whole) head is trained."""
+        return self.heads in ("object", "object+part")
+
+    @property
+    def part_head(self) -> bool:
+        """The part head is trained."""
+        return self.heads == "object+part"
+
+    def validate(self, dim_proj: int) -> None:
+        """Raise ``ValueError`` naming the first inconsistent knob."""
+        if self.heads not in LABEL_HEADS:
+            raise ValueError(f"labels.heads must be one of {LABEL_HEADS}, got {self.heads!r}")
+        if self.text is not None:
+            if not isinstance(self.text, TextEncoderConfig):
+                raise TypeError(f"labels.text must be a TextEncoderConfig or None, got {type(self.text).__name__}")
+            if self.text.proj_dim != dim_proj:
+                raise ValueError(
+                    f"labels.text.proj_dim ({self.text.proj_dim}) must equal decoder.dim_proj ({dim_proj}): the class "
+                    "heads project queries into the text space"
+                )
+        for name in ("object_classes", "part_classes"):
+            names = getattr(self, name)
+            if isinstance(names, str) or any(not isinstance(n, str) or not n.strip() for n in names):
+                raise ValueError(f"labels.{name} must be a list of non-empty class names, got {names!r}")
+            if len(set(names)) != len(names):
+                dup = sorted({n for n in names if names.count(n) > 1})
+                raise ValueError(f"labels.{name} names a class twice: {dup}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabelConfig:
+        """Inverse of ``dataclasses.asdict``; ``text`` may be None or a dict; unknown keys raise ``ValueError``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"LabelConfig: expected a mapping, got {type(d).__name__}")
+        d = dict(d)
+        text = d.pop("text", None)
+        out = dataclass_from_dict(cls, d)
+        out.text = None if text is None else dataclass_from_dict(TextEncoderConfig, text)
+        return out
 
 
 @dataclass
@@ -103,6 +179,8 @@ class SemanticSAMConfig:
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
     pixel_std: tuple[float, float, float] = PIXEL_STD
     size_divisibility: int = 32
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    """Semantic labels (official checkpoints: ``heads="none"``, no text encoder, no class table)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -137,6 +215,9 @@ class SemanticSAMConfig:
             raise ValueError(
                 f"size_divisibility must be a multiple of 32 (Swin + s64 level), got {self.size_divisibility}"
             )
+        if dec.dim_proj < 1:
+            raise ValueError(f"decoder.dim_proj must be >= 1, got {dec.dim_proj}")
+        self.labels.validate(dec.dim_proj)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable dict (tuples become lists)."""
@@ -144,8 +225,17 @@ class SemanticSAMConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SemanticSAMConfig:
-        """Inverse of ``to_dict``; unknown keys raise ``ValueError`` naming them."""
-        return dataclass_from_dict(cls, d)
+        """Inverse of ``to_dict``; unknown keys raise ``ValueError`` naming them. Missing keys take their defaults
+        (dicts written before label heads existed load as ``labels.heads = "none"``)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"SemanticSAMConfig: expected a mapping, got {type(d).__name__}")
+        d = dict(d)
+        labels = d.pop("labels", None)
+        cfg = dataclass_from_dict(cls, d)
+        if labels is not None:
+            cfg.labels = LabelConfig.from_dict(labels)
+            cfg.validate()
+        return cfg
 
 
 def _make(name: str, bb: SwinConfig) -> SemanticSAMConfig:
@@ -233,7 +323,9 @@ def from_official_yaml(path: str | Path) -> SemanticSAMConfig:
         ffn_dim=int(dec["DIM_FEEDFORWARD"]),
         num_tokens=int(dec.get("NUM_INTERACTIVE_TOKENS", 3)),
         mask_dim=int(enc["MASK_DIM"]),
+        dim_proj=int(m.get("DIM_PROJ", 512)),
     )
+    labels = _labels_from_yaml(m, decoder.dim_proj)
     inp = cfg.get("INPUT", {})
     return SemanticSAMConfig(
         name=Path(path).stem,
@@ -243,4 +335,24 @@ def from_official_yaml(path: str | Path) -> SemanticSAMConfig:
         pixel_mean=tuple(float(v) for v in inp.get("PIXEL_MEAN", PIXEL_MEAN)),  # type: ignore[arg-type]
         pixel_std=tuple(float(v) for v in inp.get("PIXEL_STD", PIXEL_STD)),  # type: ignore[arg-type]
         size_divisibility=int(dec.get("SIZE_DIVISIBILITY", 32)),
+        labels=labels,
     )
+
+
+def _labels_from_yaml(m: dict[str, Any], dim_proj: int) -> LabelConfig:
+    """``MODEL.TEXT``: ``ARCH: noencoder`` (every released model) → no labels; a language encoder (``vlpencoder``)
+    → a causal CLIP-style ``TextEncoderConfig`` and trained object heads (+ part heads with ``DECODER.PART``)."""
+    text = m.get("TEXT", {}) or {}
+    if str(text.get("ARCH", "noencoder")) == "noencoder":
+        return LabelConfig()
+    tcfg = TextEncoderConfig(
+        vocab_size=49408,
+        context_length=int(text.get("CONTEXT_LENGTH", 77)),
+        width=int(text.get("WIDTH", 512)),
+        heads=int(text.get("HEADS", 8)),
+        layers=int(text.get("LAYERS", 12)),
+        proj_dim=dim_proj,
+        causal=bool(text.get("AUTOGRESSIVE", True)),
+    )
+    part = bool(m.get("DECODER", {}).get("PART", False))
+    return LabelConfig(heads="object+part" if part else "object", text=tcfg)

@@ -13,8 +13,15 @@ official                                               ours
 ``model.backbone.``                                    ``backbone.``
 ``model.sem_seg_head.pixel_decoder.``                  ``pixel_decoder.``
 ``model.sem_seg_head.predictor._bbox_embed.``          ``predictor.bbox_embed.``
+``model.sem_seg_head.predictor.lang_encoder.lang_encoder.``  ``text_encoder.transformer.``
+``model.sem_seg_head.predictor.lang_encoder.``         ``text_encoder.``
 ``model.sem_seg_head.predictor.``                      ``predictor.``
 =====================================================  =========================
+
+The class heads ``predictor.class_embed`` (objects, official "whole") and ``predictor.class_embed_part`` (parts) are
+mapped like every other decoder key. The released files hold them untrained (``TEXT.ARCH: noencoder``): their
+configs get ``labels.heads = "none"`` and the model labels nothing (see ``seem.models.semantic_sam``). The
+``lang_encoder.*`` rules only matter for checkpoints trained with a language encoder (none has been released).
 
 Ignored official keys, each with its reason in the ``ConversionReport``:
 
@@ -23,8 +30,14 @@ Ignored official keys, each with its reason in the ``ConversionReport``:
   ``predictor._bbox_embed.*``. When the values are real (not on the meta device) each alias is checked to equal
   its canonical tensor, and a difference raises ``CheckpointError``;
 - ``backbone...attn.relative_position_index``: a constant, recomputed by the model; checked equal when real;
-- ``predictor.lang_mapper``, ``predictor.class_embed``, ``predictor.class_embed_part``: the semantic class heads,
-  unused by the released SA-1B-only models (official outputs only add ``0.0 *`` their sum).
+- ``predictor.lang_mapper``: maps a class-text embedding to a content query, read only by the object-query
+  label-denoising path (``prepare_for_dn``), which the interactive-only decoder never runs (official outputs only
+  add ``0.0 *`` its sum).
+
+Our keys that no official file holds (``LABEL_EXTRAS``: the stored class tables ``object_class_embeddings`` /
+``part_class_embeddings`` and the model's own ``logit_scale``, plus ``text_encoder.*`` when the file has no language
+encoder) make a strict load fail; ``load_official_semantic_sam(..., init_missing_labels=True)`` keeps their current
+values instead (fine-tuning label heads from the released weights).
 """
 
 from __future__ import annotations
@@ -40,7 +53,13 @@ from torch import Tensor
 from seem.models.checkpoints.common import CheckpointError, ConversionReport, KeyMap, convert_state_dict
 from seem.models.semantic_sam import SemanticSAM
 
-__all__ = ["SEMANTIC_SAM_KEYMAP", "load_official_semantic_sam", "official_key", "official_state_dict"]
+__all__ = [
+    "LABEL_EXTRAS",
+    "SEMANTIC_SAM_KEYMAP",
+    "load_official_semantic_sam",
+    "official_key",
+    "official_state_dict",
+]
 
 _P = "model.sem_seg_head.predictor."
 _PRE = re.escape(_P)
@@ -70,6 +89,8 @@ SEMANTIC_SAM_KEYMAP = KeyMap(
         (r"model\.backbone\.", "backbone."),
         (r"model\.sem_seg_head\.pixel_decoder\.", "pixel_decoder."),
         (_PRE + r"_bbox_embed\.", "predictor.bbox_embed."),
+        (_PRE + r"lang_encoder\.lang_encoder\.", "text_encoder.transformer."),
+        (_PRE + r"lang_encoder\.", "text_encoder."),
         (_PRE, "predictor."),
     ),
     ignore=(
@@ -79,8 +100,9 @@ SEMANTIC_SAM_KEYMAP = KeyMap(
             "constant buffer, recomputed by the model (checked equal to the stored copy)",
         ),
         (
-            _PRE + r"(lang_mapper|class_embed|class_embed_part)",
-            "semantic class head, unused by the released SA-1B-only models (outputs only add 0.0 * its sum)",
+            _PRE + r"lang_mapper",
+            "text embedding -> content query of the object-query label-denoising path (prepare_for_dn), which the "
+            "interactive-only decoder never runs (official outputs only add 0.0 * its sum)",
         ),
     ),
 )
@@ -113,16 +135,26 @@ _OURS_TO_OFFICIAL = (
     ("backbone.", "model.backbone."),
     ("pixel_decoder.", "model.sem_seg_head.pixel_decoder."),
     ("predictor.bbox_embed.", _P + "_bbox_embed."),
+    ("text_encoder.transformer.", _P + "lang_encoder.lang_encoder."),
+    ("text_encoder.", _P + "lang_encoder."),
     ("predictor.", _P),
 )
 
+LABEL_EXTRAS = ("object_class_embeddings", "part_class_embeddings", "logit_scale")
+"""Our keys that have no official counterpart (stored class tables, the scale of a model without text encoder)."""
+
 
 def official_key(ours: str) -> str:
-    """The official checkpoint key that ``SEMANTIC_SAM_KEYMAP`` maps onto our key ``ours``."""
+    """The official checkpoint key that ``SEMANTIC_SAM_KEYMAP`` maps onto our key ``ours`` (``KeyError`` for
+    ``LABEL_EXTRAS``, which no official file holds)."""
     for mine, official in _OURS_TO_OFFICIAL:
         if ours.startswith(mine):
             return official + ours[len(mine) :]
     raise KeyError(ours)
+
+
+def _is_label_extra(ours: str) -> bool:
+    return ours in LABEL_EXTRAS or ours.startswith("text_encoder.")
 
 
 def _real(t: Tensor) -> bool:
@@ -163,7 +195,11 @@ def _check_constants(state: Mapping[str, Tensor], model: SemanticSAM, what: str)
 
 
 def load_official_semantic_sam(
-    path_or_state: str | Path | Mapping[str, Any], model: SemanticSAM, *, what: str | None = None
+    path_or_state: str | Path | Mapping[str, Any],
+    model: SemanticSAM,
+    *,
+    what: str | None = None,
+    init_missing_labels: bool = False,
 ) -> ConversionReport:
     """Load an official Semantic-SAM checkpoint into ``model``, strictly.
 
@@ -173,6 +209,9 @@ def load_official_semantic_sam(
         model: a ``SemanticSAM`` built from the matching config (``swin_t()``, ``swin_l()`` or
             ``from_official_yaml``); it may live on any device, including meta.
         what: name used in error messages (default: the path, or "checkpoint").
+        init_missing_labels: label parts of ``model`` that the file lacks (``LABEL_EXTRAS``, ``text_encoder.*``)
+            keep their current values instead of failing (e.g. a label-enabled config fine-tuned from the released
+            weights); every other key stays strict.
 
     Returns:
         The ``ConversionReport``: every official key is mapped or ignored with a reason.
@@ -185,10 +224,21 @@ def load_official_semantic_sam(
     state = official_state_dict(path_or_state)
     _check_constants(state, model, name)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(official_key(k) for k in expected if official_key(k) not in state)
+    in_file = {k for k in expected if k not in LABEL_EXTRAS and official_key(k) in state}
+    kept = sorted(k for k in expected if k not in in_file and _is_label_extra(k)) if init_missing_labels else []
+    missing = sorted(k for k in expected if k not in in_file and k not in kept)
     if missing:  # name the official keys (the engine below would name ours)
-        shown = ", ".join(missing[:20]) + (f", … ({len(missing) - 20} more)" if len(missing) > 20 else "")
-        raise CheckpointError(f"{name} does not fit the model:\n  {len(missing)} missing key(s): {shown}")
-    ours, report = convert_state_dict(state, SEMANTIC_SAM_KEYMAP, expected, what=name)
+        shown_keys = [k if k in LABEL_EXTRAS else official_key(k) for k in missing]
+        shown = ", ".join(shown_keys[:20]) + (f", … ({len(missing) - 20} more)" if len(missing) > 20 else "")
+        hint = ""
+        if any(_is_label_extra(k) for k in missing):
+            hint = (
+                "\n  (label parts no official file holds: pass init_missing_labels=True to keep their initial values)"
+            )
+        raise CheckpointError(f"{name} does not fit the model:\n  {len(missing)} missing key(s): {shown}{hint}")
+    ours, report = convert_state_dict(state, SEMANTIC_SAM_KEYMAP, {k: expected[k] for k in in_file}, what=name)
+    if kept:
+        current = model.state_dict()
+        ours.update({k: current[k] for k in kept})
     model.load_state_dict(ours, strict=True)
     return report
