@@ -8,6 +8,7 @@ Commands:
     everything  segment everything (Semantic-SAM granularity levels, or SEEM grid clicks)
     eval        interactive / prompt / panoptic / referring / video / granularity evaluation
     serve       the web app and HTTP API
+    train       train from a run config; ``finetune`` on a folder of images + masks
 
 ``segment`` and ``panoptic`` write an overlay PNG and a JSON file (COCO RLE masks, XYXY boxes, scores, labels) into
 ``--out``; ``panoptic`` also writes the COCO-panoptic PNG and JSON. Files appear only when everything succeeded.
@@ -293,10 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     from seem.automatic_cli import add_everything_parser
     from seem.eval.cli import add_eval_parser
     from seem.serve.cli import add_serve_parser
+    from seem.train.cli import add_train_parser
 
     add_everything_parser(sub)
     add_eval_parser(sub)
     add_serve_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

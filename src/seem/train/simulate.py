@@ -575,7 +575,7 @@ def sample_granularity_clicks(
     """
     m = as_mask(masks, "masks", ndim=3)
     n = m.shape[0]
-    areas = m.reshape(n, -1).sum(1)
+    areas = m.reshape(n, m.shape[1] * m.shape[2]).sum(1)  # (n, -1) fails for n = 0
     nonempty = np.flatnonzero(areas > 0)
     if nonempty.size == 0 or n_clicks < 1:
         return GranularityClicks(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), [])
