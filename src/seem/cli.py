@@ -5,6 +5,7 @@ Commands:
     models      the default model and the registered model names
     segment     segment one object of an image from clicks, boxes, scribbles, masks, text or a reference image
     panoptic    panoptic segmentation of an image (COCO classes by default)
+    video       follow prompted objects through a video
     everything  segment everything (Semantic-SAM granularity levels, or SEEM grid clicks)
     eval        interactive / prompt / panoptic / referring / video / granularity evaluation
     serve       the web app and HTTP API
@@ -155,10 +156,12 @@ def _outputs(out_dir: str, image: str, suffixes: list[str]) -> list[Path]:
 def _cmd_segment(args: argparse.Namespace) -> int:
     import json
 
+    from seem.audio import audio_to_text_arg
     from seem.io import read_image, write_files_atomically
     from seem.prompts import PromptSet, ReferenceImage
     from seem.results import draw_overlay, encode_png, segments_to_json
 
+    audio_to_text_arg(args)  # --audio WAV → --text (offline speech recognition)
     image = read_image(args.image)
     prompts = _prompt_set(args, "", image.shape[:2])
     ref_given = any(getattr(args, f"ref_{n}") for n in ("point", "box", "scribble", "neg_scribble", "polygon", "mask"))
@@ -278,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-image", default=None, help="reference image: find here what the --ref-* prompts mark there")
     _add_visual_args(p, "ref-", "the reference image")
     p.add_argument("--no-labels", action="store_true", help="do not label the mask (skips the vocabulary)")
+    from seem.audio import add_audio_args
+
+    add_audio_args(p)
     p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser(
@@ -295,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     from seem.eval.cli import add_eval_parser
     from seem.serve.cli import add_serve_parser
     from seem.train.cli import add_train_parser
+    from seem.video_cli import add_video_parser
 
+    add_video_parser(sub)
     add_everything_parser(sub)
     add_eval_parser(sub)
     add_serve_parser(sub)

@@ -159,6 +159,7 @@ class _ImageState:
     geometry: ImageGeometry
     features: ImageFeatures
     token: int
+    key: str = ""  # reference-cache key of the image
 
 
 @dataclass
@@ -204,6 +205,10 @@ class Segmenter:
         exact: decoder numerics (``DecoderInputs.exact``): None/False = the model's fast path (algebraically equal
             rewrites, equal up to float rounding), True = the official order of operations.
 
+    Attribute ``reference_cache_size`` (default 2): how many encoded images are kept for reference-image prompts,
+    the images passed to ``set_image`` included (so referring to the previous image, as video tracking does, costs
+    no second encoding). Each entry holds one image's features; raise it when alternating between more images.
+
     All outputs are numpy arrays at the original image size; the model may live on any device.
     """
 
@@ -235,6 +240,7 @@ class Segmenter:
             self._check_stuff(*self._vocab_spec)
         self._state: _ImageState | None = None
         self._tokens = 0
+        self.reference_cache_size = 2
         self._ref_cache: OrderedDict[str, tuple[ImageFeatures, ImageGeometry]] = OrderedDict()
         self._object_cache: tuple[int, tuple[str, ...], Tensor, Tensor] | None = None
 
@@ -300,14 +306,19 @@ class Segmenter:
             arr.shape[0], arr.shape[1], self.short_side, self.model.config.inference.size_divisibility
         )
         features = self._encode(arr, g)
+        if self._state is not None and self._state.key in self._ref_cache:
+            self._ref_cache.move_to_end(self._state.key)  # the image before this one outlives older references
+        key = _image_key(arr)
+        self._remember_reference(key, features, g)
         self._tokens += 1
-        self._state = _ImageState(image=arr, geometry=g, features=features, token=self._tokens)
+        self._state = _ImageState(image=arr, geometry=g, features=features, token=self._tokens, key=key)
         self._object_cache = None
 
     def reset_image(self) -> None:
-        """Forget the current image and its features."""
+        """Forget the current image and its features (and the encoded reference images)."""
         self._state = None
         self._object_cache = None
+        self._ref_cache.clear()
 
     def _encode(self, arr: np.ndarray, g: ImageGeometry) -> ImageFeatures:
         resized = resize_image(arr, g.resized_size)
@@ -383,18 +394,23 @@ class Segmenter:
         g = ImageGeometry.for_image(
             ref.image.shape[0], ref.image.shape[1], self.short_side, self.model.config.inference.size_divisibility
         )
-        key = hashlib.sha1(ref.image.tobytes()).hexdigest() + f"{ref.image.shape}"
+        key = _image_key(ref.image)
         if key in self._ref_cache:
             self._ref_cache.move_to_end(key)
             feats, g = self._ref_cache[key]
         else:
             feats = self._encode(ref.image, g)
-            self._ref_cache[key] = (feats, g)
-            while len(self._ref_cache) > 2:
-                self._ref_cache.popitem(last=False)
+            self._remember_reference(key, feats, g)
         r = rasterize(ref.prompts, g)
         sp = SpatialPrompts(_bool_tensor(r.pos, self.device)[None], _bool_tensor(r.neg, self.device)[None])
         return self.model.encode_reference(feats, sp, draws=ref.draws)
+
+    def _remember_reference(self, key: str, features: ImageFeatures, geometry: ImageGeometry) -> None:
+        """Keep the encoded image for reference-image prompts (LRU of ``reference_cache_size`` images)."""
+        self._ref_cache[key] = (features, geometry)
+        self._ref_cache.move_to_end(key)
+        while len(self._ref_cache) > max(1, int(self.reference_cache_size)):
+            self._ref_cache.popitem(last=False)
 
     def _prepare(self, prompts: PromptSet, index: int) -> _Prepared:
         if not isinstance(prompts, PromptSet):
@@ -557,6 +573,17 @@ class Segmenter:
         order.remove(chosen)
         return [chosen, *order][:k]
 
+    @staticmethod
+    def _candidate_logits(group: Any, rows: list[int], chosen_logits: Tensor) -> list[Tensor]:
+        """Stride-4 logits of ``rows`` of a query group: ``rows[0]`` is the selected query, whose logits the
+        decoder's selection already holds (no second pass over the mask features); the others are computed in
+        one batched call (each pass reads all of the ``[mask_dim, H4, W4]`` features)."""
+        out = [chosen_logits]
+        if len(rows) > 1:
+            rest = group.mask_logits_of(0, torch.tensor(rows[1:], dtype=torch.long))
+            out += list(rest.unbind(0))
+        return out
+
     def _spatial_result(self, out: DecoderOutput, j: int, n: int, kind: Kind, k: int) -> _ObjectResult:
         sel = out.spatial_selection
         sp = out.final.spatial
@@ -566,13 +593,15 @@ class Segmenter:
         rows = torch.arange(j * per, (j + 1) * per)
         scores = sel.scores[rows, j]
         chosen = int(sel.query_index[j]) - j * per
+        ranked = self._ranked(scores, chosen, k)
+        logits = self._candidate_logits(sp, [j * per + r for r in ranked], sel.prev_mask[j])
         cands = [
             _Candidate(
-                logits4=sp.mask_logits_of(0, j * per + r),
+                logits4=lg,
                 score=float(scores[r]),
                 class_logits=None if sp.class_logits is None else sp.class_logits[0, j * per + r],
             )
-            for r in self._ranked(scores, chosen, k)
+            for r, lg in zip(ranked, logits, strict=True)
         ]
         return _ObjectResult(kind, "bicubic" if kind == "reference" else "bilinear", cands)
 
@@ -582,13 +611,15 @@ class Segmenter:
         if sel is None or gr is None:  # pragma: no cover - model contract
             raise RuntimeError("the decoder returned no grounding selection")
         scores = sel.scores[:, j]
+        ranked = self._ranked(scores, int(sel.query_index[j]), k)
+        logits = self._candidate_logits(gr, ranked, sel.mask_logits[j])
         cands = [
             _Candidate(
-                logits4=gr.mask_logits_of(0, q),
+                logits4=lg,
                 score=float(scores[q]),
                 class_logits=None if gr.class_logits is None else gr.class_logits[0, q],
             )
-            for q in self._ranked(scores, int(sel.query_index[j]), k)
+            for q, lg in zip(ranked, logits, strict=True)
         ]
         return _ObjectResult("text", "grounding", cands)
 
@@ -597,13 +628,15 @@ class Segmenter:
         obj = out.final.object
         if ds is None or obj is None:  # pragma: no cover - model contract
             raise RuntimeError("the decoder returned no demo selection")
+        ranked = self._ranked(ds.scores, ds.query_index, k)
+        logits = self._candidate_logits(obj, ranked, ds.mask_logits)
         cands = [
             _Candidate(
-                logits4=obj.mask_logits_of(0, q),
+                logits4=lg,
                 score=float(ds.scores[q]),
                 class_logits=None if obj.class_logits is None else obj.class_logits[0, q],
             )
-            for q in self._ranked(ds.scores, ds.query_index, k)
+            for q, lg in zip(ranked, logits, strict=True)
         ]
         kind: Kind = {"stroke": "visual", "example": "reference", "text": "text"}[ds.source]  # type: ignore[assignment]
         return _ObjectResult(kind, "bilinear", cands)
@@ -855,6 +888,11 @@ class Segmenter:
 
 # --------------------------------------------------------------------------------------------------------
 # helpers
+
+
+def _image_key(image: np.ndarray) -> str:
+    """Cache key of an image: SHA-1 of its pixels plus its shape."""
+    return hashlib.sha1(np.ascontiguousarray(image).data).hexdigest() + f"{image.shape}"
 
 
 def _opt_names(names: Sequence[str] | None) -> tuple[str, ...] | None:

