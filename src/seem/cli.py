@@ -10,6 +10,7 @@ Commands:
     eval        interactive / prompt / panoptic / referring / video / granularity evaluation
     serve       the web app and HTTP API
     train       train from a run config; ``finetune`` on a folder of images + masks
+    label       label a whole dataset (local or Ray), resumable
     export      export a model to ONNX (image encoder + SAM-compatible prompt decoder)
 
 ``segment`` and ``panoptic`` write an overlay PNG and a JSON file (COCO RLE masks, XYXY boxes, scores, labels) into
@@ -301,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     from seem.automatic_cli import add_everything_parser
     from seem.eval.cli import add_eval_parser
     from seem.export.cli import add_export_parser
+    from seem.label.cli import add_label_parser
     from seem.serve.cli import add_serve_parser
     from seem.train.cli import add_train_parser
     from seem.video_cli import add_video_parser
@@ -309,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_everything_parser(sub)
     add_eval_parser(sub)
     add_serve_parser(sub)
+    add_label_parser(sub)
     add_export_parser(sub)
     add_train_parser(sub)
     return parser
