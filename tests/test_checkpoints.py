@@ -14,43 +14,17 @@ from seem.cli import main as cli_main
 from seem.models.checkpoints import CheckpointError
 from seem.models.checkpoints.seem import infer_seem_config, variant_from_filename
 from seem.models.config import (
-    FocalNetConfig,
-    PixelDecoderConfig,
     SEEMConfig,
-    SEEMDecoderConfig,
-    TextEncoderConfig,
     seem_focall,
     seem_focalt,
 )
 from seem.models.seem_model import SEEMModel
+from seem.train.config import tiny_seem_config
 
 
 def tiny_config() -> SEEMConfig:
     """A very small SEEM model that needs no shared files (for format tests on a fresh clone)."""
-    bb = FocalNetConfig(embed_dim=16, depths=(1, 1, 1, 1))
-    return SEEMConfig(
-        name="tiny",
-        backbone=bb,
-        pixel_decoder=PixelDecoderConfig(
-            in_channels=bb.out_channels,
-            conv_dim=32,
-            mask_dim=32,
-            transformer_layers=1,
-            transformer_heads=2,
-            transformer_ffn_dim=64,
-        ),
-        text=TextEncoderConfig(width=32, heads=2, layers=1, proj_dim=32),
-        decoder=SEEMDecoderConfig(
-            hidden_dim=32,
-            num_heads=2,
-            ffn_dim=64,
-            num_layers=3,
-            num_queries=8,
-            mask_dim=32,
-            dim_proj=32,
-            spatial_memories=4,
-        ),
-    )
+    return tiny_seem_config()
 
 
 def manifest_state_dict(name: str) -> tuple[dict[str, torch.Tensor], dict]:

@@ -102,7 +102,7 @@ def test_errors_leave_no_output(model_dir: Path, image: Path, tmp_path: Path, ca
     out = tmp_path / "out"
     rc = main(["segment", str(image), "--out", str(out), "--point", "10,10"])
     err = capsys.readouterr().err
-    assert rc == 2 and "no model given: pass --model" in err and "seem convert" in err
+    assert rc == 2 and "no default model" in err and "seem convert" in err
     rc = main(["segment", str(image), "--model", str(model_dir), "--out", str(out), "--point", "900,10"])
     assert rc == 2 and "outside the 481×321 image" in capsys.readouterr().err
     rc = main(["segment", str(image), "--model", str(model_dir), "--out", str(out), "--box", "1,2,3"])

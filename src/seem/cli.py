@@ -130,15 +130,8 @@ def _prompt_set(args: argparse.Namespace, prefix: str, image_size: tuple[int, in
 
 
 def _load_segmenter(args: argparse.Namespace) -> Any:
-    from seem.loading import default_model_dir
     from seem.predictor import Segmenter, resolve_model
 
-    if args.model is None and default_model_dir() is None:
-        raise CliError(
-            "no model given: pass --model PATH, an official SEEM checkpoint (e.g. seem_focalt_v1.pt from "
-            "https://huggingface.co/xdecoder/SEEM), a directory written by `seem convert` or a registered name "
-            "(`seem models`); this installation has no default model yet"
-        )
     model = resolve_model(args.model, config=args.config, device=args.device)
     seg = Segmenter(model, short_side=args.size, progress=not args.quiet)
     if args.classes:

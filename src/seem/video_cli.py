@@ -114,15 +114,8 @@ def build_prompts(args: argparse.Namespace, image_size: tuple[int, int]) -> dict
 
 
 def _load_segmenter(args: argparse.Namespace) -> Any:
-    from seem.loading import default_model_dir
     from seem.predictor import Segmenter, resolve_model
 
-    if args.model is None and default_model_dir() is None:
-        raise ValueError(
-            "no model given: pass --model PATH (an official SEEM checkpoint such as seem_focalt_v1.pt, a directory "
-            "written by `seem convert` or a registered name, see `seem models`); this installation has no default "
-            "model yet"
-        )
     model = resolve_model(args.model, config=args.config, device=args.device)
     seg = Segmenter(model, short_side=args.size, progress=not args.quiet)
     if args.classes:
