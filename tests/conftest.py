@@ -47,6 +47,17 @@ def seem_demo_parity_dir() -> Path:
     return require(SEEM_DEMO_PARITY_DIR, "SEEM demo parity fixtures (SEEM_DEMO_PARITY_DIR)")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): on a shared 2-core
+    machine OpenMP's spin-waits make 2 threads up to 10x slower for many small ops; results stay within the parity
+    READMEs' thread-count tolerances."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads() -> None:
     torch.manual_seed(0)

@@ -39,30 +39,19 @@ from seem.automatic import (
 )
 from seem.automatic_cli import add_everything_parser, parse_levels, render_overlay
 from seem.granularity import GranularityPredictor, remove_small_regions
-from seem.models.checkpoints.semantic_sam import load_official_semantic_sam
-from seem.models.semantic_sam import SemanticSAM, save_semantic_sam
-from seem.models.semantic_sam_config import from_official_yaml
+from seem.models.semantic_sam import SemanticSAM, save_semantic_sam, semantic_sam_from_official
 
 COFFEE = SSAM_PARITY_DIR / "images" / "coffee.png"  # 400x600 original
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools, numpy 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread for this module: on a shared 2-core machine, OpenMP's spin-waits make 2 threads up to 10x
-    slower for the many small ops here; results stay within the README's thread-count tolerances (±1 px areas)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),  # pycocotools, numpy 2
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(scope="module")
 def ssam() -> SemanticSAM:
     root = require(SSAM_PARITY_DIR, "Semantic-SAM parity fixtures (SSAM_PARITY_DIR)")
-    m = SemanticSAM(from_official_yaml(root / "ssam_small.yaml")).eval()
-    load_official_semantic_sam(root / "ssam_small.pth", m)
-    return m
+    return semantic_sam_from_official(root / "ssam_small.pth", config=root / "ssam_small.yaml")[0]
 
 
 @pytest.fixture(scope="module")

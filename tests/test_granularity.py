@@ -27,30 +27,19 @@ from seem.granularity import (
     resize_short_side,
     resized_size,
 )
-from seem.models.checkpoints.semantic_sam import load_official_semantic_sam
-from seem.models.semantic_sam import SemanticSAM
-from seem.models.semantic_sam_config import from_official_yaml
+from seem.models.semantic_sam import SemanticSAM, semantic_sam_from_official
 
 CASE_C = sorted(p.name for p in SSAM_PARITY_DIR.glob("case_c*_predictor.npz")) if SSAM_PARITY_DIR.exists() else []
 ALL = {"min_iou": -1e9, "dedup_iou": 1.0, "min_region": 0, "sort": "level"}  # every level, untouched
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread for this module: on a shared 2-core machine, OpenMP's spin-waits make 2 threads up to 10x
-    slower for the many small ops here; results stay within the README's thread-count tolerances (±1 px areas)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def model() -> SemanticSAM:
     root = require(SSAM_PARITY_DIR, "Semantic-SAM parity fixtures (SSAM_PARITY_DIR)")
-    m = SemanticSAM(from_official_yaml(root / "ssam_small.yaml")).eval()
-    load_official_semantic_sam(root / "ssam_small.pth", m)
-    return m
+    return semantic_sam_from_official(root / "ssam_small.pth", config=root / "ssam_small.yaml")[0]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from seem.models.semantic_sam import (
     SemanticSAM,
     load_semantic_sam,
     save_semantic_sam,
+    semantic_sam_from_official,
 )
 from seem.models.semantic_sam_config import LabelConfig, SemanticSAMConfig, from_official_yaml, swin_l, swin_t
 from seem.train.losses import GranularityCriterion, GranularityTargets, granularity_layers
@@ -47,18 +48,10 @@ def root() -> Path:
 
 @pytest.fixture(scope="module")
 def official(root: Path) -> SemanticSAM:
-    m = SemanticSAM(from_official_yaml(root / "ssam_small.yaml")).eval()
-    load_official_semantic_sam(root / "ssam_small.pth", m)
-    return m
+    return semantic_sam_from_official(root / "ssam_small.pth", config=root / "ssam_small.yaml")[0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (many small ops; see test_automatic)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _label_model(root: Path, labels: LabelConfig) -> SemanticSAM:
