@@ -428,3 +428,51 @@ def test_bf16_autocast() -> None:
     with torch.inference_mode():
         out = dec(DecoderInputs(half, spatial=inputs.spatial))
     assert out.spatial_selection is not None and out.spatial_selection.prev_mask.dtype == torch.float32
+
+
+def test_low_precision_weight_cache() -> None:
+    """Under bf16 autocast the layer weights are cast once and kept: the same results as autocast casting them
+    on every call, reused across calls and autocast contexts, rebuilt when a weight changes, unused otherwise."""
+    dec = _random_decoder()
+    feats = _random_features()
+    pos = torch.zeros(1, 128, 160, dtype=torch.bool)
+    pos[0, 30:60, 40:80] = True
+    inputs = DecoderInputs(feats, spatial=SpatialPrompts(pos), object_queries=True)
+
+    def run() -> DecoderOutput:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return dec(inputs)
+
+    def same(a: DecoderOutput, b: DecoderOutput) -> bool:
+        assert a.spatial_selection is not None and b.spatial_selection is not None
+        assert a.final.spatial is not None and b.final.spatial is not None
+        assert a.final.object is not None and b.final.object is not None
+        return (
+            torch.equal(a.spatial_selection.prev_mask, b.spatial_selection.prev_mask)
+            and torch.equal(a.final.spatial.mask_embeddings, b.final.spatial.mask_embeddings)
+            and torch.equal(a.final.object.captions, b.final.object.captions)
+        )
+
+    cached = run()
+    ((key, (_, layers)),) = dec._low_precision.items()
+    assert key == (torch.bfloat16, torch.device("cpu")) and len(layers) == dec.cfg.num_layers
+    assert layers[0].self_attn.q.weight.dtype == torch.bfloat16 and layers[0].self_attn.q.weight.is_contiguous()
+    assert same(run(), cached) and dec._low_precision[key][1] is layers  # reused by a new autocast context
+    # reference: autocast casting the float32 parameters itself (the cache switched off)
+    dec._layer_weights = lambda device: None  # type: ignore[method-assign]
+    assert same(run(), cached)
+    del dec._layer_weights
+    # no copies without autocast or with gradients
+    fresh = _random_decoder()
+    with torch.no_grad():
+        fresh(inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fresh(DecoderInputs(_random_features(), spatial=inputs.spatial))
+    assert not fresh._low_precision
+    # a weight modified in place: the copies are rebuilt and follow it
+    with torch.no_grad():
+        dec.transformer_ffn_layers[2].linear1.weight.mul_(1.5)
+    changed = run()
+    assert dec._low_precision[key][1] is not layers
+    dec._layer_weights = lambda device: None  # type: ignore[method-assign]
+    assert same(run(), changed) and not same(changed, cached)

@@ -26,7 +26,7 @@ cross-attention mask). Post-norm layers (``pre_norm=False``) in every released m
 from __future__ import annotations
 
 import itertools
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -74,9 +74,12 @@ from .visual_sampler import (
 )
 
 __all__ = [
+    "AttentionWeights",
     "CrossAttentionLayer",
     "FFNLayer",
+    "LayerWeights",
     "MultiheadAttention",
+    "Projection",
     "SEEMDecoder",
     "SelfAttentionLayer",
     "normalize",
@@ -94,6 +97,37 @@ def normalize(v: Tensor) -> Tensor:
 def vl_similarity(visual: Tensor, text: Tensor, logit_scale: Tensor) -> Tensor:
     """Official ``vl_similarity``: ``min(exp(logit_scale), 100) · visual @ text.T`` (inputs normalised)."""
     return logit_scale.exp().clamp(max=100) * (visual @ text.t())
+
+
+class Projection(NamedTuple):
+    """Weight ``[out, in]`` and bias ``[out]`` of one linear projection (``F.linear(x, weight, bias)``)."""
+
+    weight: Tensor
+    bias: Tensor
+
+
+class AttentionWeights(NamedTuple):
+    """The four projections of a ``MultiheadAttention``: query, key, value (the thirds of ``in_proj_*``) and
+    ``out_proj``."""
+
+    q: Projection
+    k: Projection
+    v: Projection
+    out: Projection
+
+
+class LayerWeights(NamedTuple):
+    """The per-call weights of one decoder layer, in the dtype the layer's matmuls run in.
+
+    ``cross``: the cross-attention's query and output projections (its keys / values are per-image cached);
+    ``self_attn``: the self-attention's four projections; ``ffn``: ``linear1``, ``linear2``. Without autocast
+    these are (views of) the parameters; under low-precision autocast, copies in the autocast dtype made once
+    (``SEEMDecoder`` keeps them until a weight changes), so autocast does not cast them again on every call.
+    """
+
+    cross: AttentionWeights
+    self_attn: AttentionWeights
+    ffn: tuple[Projection, Projection]
 
 
 class MultiheadAttention(nn.Module):
@@ -119,19 +153,40 @@ class MultiheadAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, blocked: Tensor | None = None) -> Tensor:
-        k, v = self.project_key_value(key, value)
-        return self.attend(query, k, v, blocked)
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        blocked: Tensor | None = None,
+        weights: AttentionWeights | None = None,
+    ) -> Tensor:
+        """``weights``: the projections to use instead of the parameters (``weights()`` or a cast copy)."""
+        k, v = self.project_key_value(key, value, weights)
+        return self.attend(query, k, v, blocked, weights)
 
-    def project_key_value(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    def weights(self) -> AttentionWeights:
+        """The projections as views of the parameters."""
+        c = self.embed_dim
+        w_q, w_k, w_v = self.in_proj_weight.split(c)
+        b_q, b_k, b_v = self.in_proj_bias.split(c)
+        out = Projection(self.out_proj.weight, self.out_proj.bias)
+        return AttentionWeights(Projection(w_q, b_q), Projection(w_k, b_k), Projection(w_v, b_v), out)
+
+    def project_key_value(
+        self, key: Tensor, value: Tensor, weights: AttentionWeights | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Key / value projections, ``[S, B, C]`` each → contiguous ``[B, H, S, d]`` each.
 
         Inputs are made contiguous first: ``F.linear`` on a permuted 3-D input falls back to a batched matmul
         against a broadcast weight, which materialises ``S`` copies of the weight under bfloat16 autocast.
         """
         c, h = self.embed_dim, self.num_heads
-        _, w_k, w_v = self.in_proj_weight.split(c)
-        _, b_k, b_v = self.in_proj_bias.split(c)
+        if weights is None:
+            _, w_k, w_v = self.in_proj_weight.split(c)
+            _, b_k, b_v = self.in_proj_bias.split(c)
+        else:
+            (w_k, b_k), (w_v, b_v) = weights.k, weights.v
         ls, b, _ = key.shape
         d = c // h
         k = F.linear(key.contiguous(), w_k, b_k)
@@ -140,20 +195,34 @@ class MultiheadAttention(nn.Module):
         v = v.reshape(ls, b, h, d).permute(1, 2, 0, 3).contiguous()
         return k, v
 
-    def attend(self, query: Tensor, k: Tensor, v: Tensor, blocked: Tensor | None = None) -> Tensor:
+    def attend(
+        self,
+        query: Tensor,
+        k: Tensor,
+        v: Tensor,
+        blocked: Tensor | None = None,
+        weights: AttentionWeights | None = None,
+    ) -> Tensor:
         """Attention of ``query [L, B, C]`` to projected ``k, v [B, H, S, d]`` (``project_key_value``)."""
         c, h = self.embed_dim, self.num_heads
-        w_q, b_q = self.in_proj_weight[:c], self.in_proj_bias[:c]
+        if weights is None:
+            w_q, b_q = self.in_proj_weight[:c], self.in_proj_bias[:c]
+        else:
+            w_q, b_q = weights.q
         lq, b, _ = query.shape
         d = c // h
         q = F.linear(query.contiguous(), w_q, b_q) * (d**-0.5)
         q = q.reshape(lq, b, h, d).permute(1, 2, 0, 3)  # [B, H, L, d]
         scores = q @ k.transpose(-2, -1).to(q.dtype)
         if blocked is not None:
-            scores = scores.masked_fill(blocked[:, None], float("-inf"))
-        attn = scores.softmax(dim=-1).nan_to_num()
+            scores.masked_fill_(blocked[:, None], float("-inf"))  # scores is a fresh tensor
+        attn = scores.softmax(dim=-1)
+        # in place where no autograd graph needs the softmax output
+        attn = attn.nan_to_num() if attn.requires_grad else attn.nan_to_num_()
         out = (attn.to(v.dtype) @ v).permute(2, 0, 1, 3).reshape(lq, b, c)
-        return self.out_proj(out)
+        if weights is None:
+            return self.out_proj(out)
+        return F.linear(out, *weights.out)
 
 
 class SelfAttentionLayer(nn.Module):
@@ -165,11 +234,13 @@ class SelfAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.pre_norm = pre_norm
 
-    def forward(self, x: Tensor, blocked: Tensor | None, pos: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, blocked: Tensor | None, pos: Tensor, weights: AttentionWeights | None = None
+    ) -> Tensor:
         if self.pre_norm:
             y = self.norm(x)
-            return x + self.self_attn(y + pos, y + pos, y, blocked)
-        return self.norm(x + self.self_attn(x + pos, x + pos, x, blocked))
+            return x + self.self_attn(y + pos, y + pos, y, blocked, weights)
+        return self.norm(x + self.self_attn(x + pos, x + pos, x, blocked, weights))
 
 
 class CrossAttentionLayer(nn.Module):
@@ -192,12 +263,20 @@ class CrossAttentionLayer(nn.Module):
         """
         return self.multihead_attn.project_key_value(memory + pos, memory)
 
-    def forward_projected(self, x: Tensor, k: Tensor, v: Tensor, blocked: Tensor, query_pos: Tensor) -> Tensor:
-        """``forward`` with the keys / values of ``project_memory``."""
+    def forward_projected(
+        self,
+        x: Tensor,
+        k: Tensor,
+        v: Tensor,
+        blocked: Tensor,
+        query_pos: Tensor,
+        weights: AttentionWeights | None = None,
+    ) -> Tensor:
+        """``forward`` with the keys / values of ``project_memory`` (``weights``: see ``MultiheadAttention``)."""
         if self.pre_norm:
             y = self.norm(x)
-            return x + self.multihead_attn.attend(y + query_pos, k, v, blocked)
-        return self.norm(x + self.multihead_attn.attend(x + query_pos, k, v, blocked))
+            return x + self.multihead_attn.attend(y + query_pos, k, v, blocked, weights)
+        return self.norm(x + self.multihead_attn.attend(x + query_pos, k, v, blocked, weights))
 
 
 class FFNLayer(nn.Module):
@@ -210,10 +289,16 @@ class FFNLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.pre_norm = pre_norm
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, weights: tuple[Projection, Projection] | None = None) -> Tensor:
+        """``weights``: ``(linear1, linear2)`` projections to use instead of the parameters."""
+        if weights is None:
+            if self.pre_norm:
+                return x + self.linear2(F.relu(self.linear1(self.norm(x))))
+            return self.norm(x + self.linear2(F.relu(self.linear1(x))))
+        w1, w2 = weights
         if self.pre_norm:
-            return x + self.linear2(F.relu(self.linear1(self.norm(x))))
-        return self.norm(x + self.linear2(F.relu(self.linear1(x))))
+            return x + F.linear(F.relu(F.linear(self.norm(x), *w1)), *w2)
+        return self.norm(x + F.linear(F.relu(F.linear(x, *w1)), *w2))
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -362,7 +447,11 @@ class SEEMDecoder(nn.Module):
     skips the heads of memory rows, computes stride-4 logits only where they are read (the selected masks,
     or ``GroupPrediction.mask_logits`` on access), and in v1 skips the object queries when the prompts do not
     need them. Under ``torch.autocast`` the prediction heads, mask logits, attention-mask thresholds and
-    prompt-point sampling run in float32; the attention and FFN matmuls follow autocast.
+    prompt-point sampling run in float32; the attention and FFN matmuls follow autocast. Under a bfloat16 /
+    float16 autocast without gradients, the layers' attention and FFN weights are cast once and the copies kept
+    on the decoder (``_low_precision``, about half the float32 size of those weights: 76 MB for Focal-T) until a
+    weight changes; results are identical to autocast casting them on every call. Copies and pickles of the
+    decoder leave them out.
     """
 
     num_levels = 3
@@ -398,6 +487,8 @@ class SEEMDecoder(nn.Module):
         self.pn_indicator = nn.Embedding(2, c)
         self._reset_parameters()
         self._cache_token = next(_CACHE_TOKENS)
+        # (dtype, device) -> (weight signature, per-layer weights in that dtype); see _layer_weights
+        self._low_precision: dict[tuple[torch.dtype, torch.device], tuple[tuple[Any, ...], list[LayerWeights]]] = {}
 
     def _reset_parameters(self) -> None:
         for layers in (
@@ -565,6 +656,82 @@ class SEEMDecoder(nn.Module):
             attn = self.cross_attention_layer(i).multihead_attn
             params += [attn.in_proj_weight, attn.in_proj_bias]
         return tuple((p.data_ptr(), p.dtype, p.device, _version(p)) for p in params)
+
+    def _layer_params(self, i: int) -> tuple[AttentionWeights, AttentionWeights, tuple[Projection, Projection]]:
+        ffn = cast(FFNLayer, self.transformer_ffn_layers[i])
+        return (
+            self.cross_attention_layer(i).multihead_attn.weights(),
+            cast(SelfAttentionLayer, self.transformer_self_attention_layers[i]).self_attn.weights(),
+            (Projection(ffn.linear1.weight, ffn.linear1.bias), Projection(ffn.linear2.weight, ffn.linear2.bias)),
+        )
+
+    def _matmul_params(self) -> list[Tensor]:
+        """The parameters of every layer's attention and FFN matmuls (what ``_layer_weights`` casts).
+
+        Read through the module dicts directly: this runs on every call under autocast, and the usual attribute
+        access costs more than the whole lookup.
+        """
+        params: list[Any] = []
+        mods: Any = self._modules
+        for group, child in (
+            ("transformer_cross_attention_layers", "multihead_attn"),
+            ("transformer_self_attention_layers", "self_attn"),
+        ):
+            for layer in mods[group]._modules.values():
+                attn = layer._modules[child]
+                ap = attn._parameters
+                op = attn._modules["out_proj"]._parameters
+                params += (ap["in_proj_weight"], ap["in_proj_bias"], op["weight"], op["bias"])
+        for ffn in mods["transformer_ffn_layers"]._modules.values():
+            for lin in ("linear1", "linear2"):
+                lp = ffn._modules[lin]._parameters
+                params += (lp["weight"], lp["bias"])
+        return params
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the low-precision weight copies out (they are rebuilt on demand)."""
+        state = dict(self.__dict__)
+        state["_low_precision"] = {}
+        return state
+
+    def _layer_weights(self, device: torch.device) -> list[LayerWeights] | None:
+        """Per-layer weights in the active low-precision autocast dtype, cast once and kept; None otherwise.
+
+        Under ``torch.autocast`` with a lower-precision dtype (bfloat16 / float16) and without gradients, the
+        attention and FFN matmuls of every call would cast their float32 weights again (autocast caches the
+        casts of whole leaf parameters only, not of the ``in_proj_weight`` thirds, and a fresh autocast context
+        casts everything again). Casting once gives identical results: ``F.linear`` of two low-precision
+        tensors is what autocast runs anyway. The copies are rebuilt when a weight is replaced or modified in
+        place (identity and version check, as for the per-image cache). None without autocast, with a float32
+        autocast dtype, or with gradients on: the layers then use their parameters directly.
+        """
+        dtype = _autocast_dtype(device)
+        if dtype is None or dtype not in (torch.bfloat16, torch.float16) or torch.is_grad_enabled():
+            return None
+        params = self._matmul_params()
+        if any(p.device != device or p.dtype != torch.float32 for p in params):
+            return None
+        signature = tuple((p.data_ptr(), _version(p)) for p in params)
+        key = (dtype, device)
+        entry = self._low_precision.get(key)
+        if entry is not None and entry[0] == signature:
+            return entry[1]
+
+        def low(t: Tensor) -> Tensor:
+            return t.detach().to(dtype).contiguous()
+
+        def proj(pr: Projection) -> Projection:
+            return Projection(low(pr.weight), low(pr.bias))
+
+        def attn(a: AttentionWeights) -> AttentionWeights:
+            return AttentionWeights(proj(a.q), proj(a.k), proj(a.v), proj(a.out))
+
+        layers = []
+        for i in range(self.cfg.num_layers):
+            cross, self_attn, ffn = self._layer_params(i)
+            layers.append(LayerWeights(attn(cross), attn(self_attn), (proj(ffn[0]), proj(ffn[1]))))
+        self._low_precision[key] = (signature, layers)
+        return layers
 
     def _image_cache(self, feats: ImageFeatures) -> _ImageCache:
         """The per-image cache of ``feats`` for this decoder and the active autocast dtype.
@@ -825,6 +992,8 @@ class SEEMDecoder(nn.Module):
 
         ce, ls = inputs.class_embeddings, inputs.logit_scale
         nl = cfg.num_layers
+        layer_weights = self._layer_weights(device)
+        self_masks: dict[tuple[int, tuple[int, ...] | None], Tensor] = {}
         heads = [self._heads(h[:n_heads], img, ce, ls, 0 if nl else None, exact)]
         self._trace_heads(trace, 0, h, heads[-1])
 
@@ -842,7 +1011,10 @@ class SEEMDecoder(nn.Module):
             assert blocked is not None
             blocked = cross_attention_mask(blocked, c_layout, mem_blocked, slots)
             k_proj, v_proj = img.key_value(self, i)
-            h = self.cross_attention_layer(i).forward_projected(h, k_proj, v_proj, blocked, h_pos)
+            lw = None if layer_weights is None else layer_weights[i]
+            h = self.cross_attention_layer(i).forward_projected(
+                h, k_proj, v_proj, blocked, h_pos, None if lw is None else lw.cross
+            )
             for n in c_layout.names:
                 content[n] = h[c_layout.rows(n)]
             if trace is not None:
@@ -861,9 +1033,15 @@ class SEEMDecoder(nn.Module):
             s_layout = GroupLayout.build(rules.self_order, {n: content[n].shape[0] for n in content}, prompt_index)
             x = cat(s_layout, content)
             x_pos = cat(s_layout, pos_emb)
-            s_mask = rules.self_attn_mask(s_layout, device=device)
-            x_self = self.transformer_self_attention_layers[i](x, s_mask[None].expand(b, -1, -1), x_pos)
-            x_out = self.transformer_ffn_layers[i](x_self)
+            # the self-attention mask depends on the layer only through its level and memory slots
+            mask_key = (lvl, None if slots is None else tuple(slots.tolist()))
+            s_mask = self_masks.get(mask_key)
+            if s_mask is None:
+                s_mask = self_masks[mask_key] = rules.self_attn_mask(s_layout, device=device)
+            x_self = self.transformer_self_attention_layers[i](
+                x, s_mask[None].expand(b, -1, -1), x_pos, None if lw is None else lw.self_attn
+            )
+            x_out = self.transformer_ffn_layers[i](x_self, None if lw is None else lw.ffn)
             for n in s_layout.names:
                 content[n] = x_out[s_layout.rows(n)]
             if trace is not None:
