@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from seem.models.seem_model import SEEMModel
 from seem.models.text.templates import PROMPT_TEMPLATES
@@ -117,6 +118,33 @@ def default_cache_dir() -> Path:
     return cache_dir() / "vocab"
 
 
+_HASHES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[tuple[int, int], ...], str]] = weakref.WeakKeyDictionary()
+
+
+def _version(t: Tensor) -> int:
+    try:
+        return int(t._version)
+    except RuntimeError:  # inference tensors track no version; their data pointer still identifies them
+        return -1
+
+
+def text_encoder_hash(model: SEEMModel) -> str:
+    """sha256 of ``model``'s text-encoder weights and the prompt templates, memoised per model and weight version."""
+    sd = {k: v for k, v in model.state_dict().items() if k.startswith("text_encoder.")}
+    state = tuple((t.data_ptr(), _version(t)) for _, t in sorted(sd.items()))
+    known = _HASHES.get(model)
+    if known is not None and known[0] == state:
+        return known[1]
+    h = hashlib.sha256()
+    h.update(("\n".join(PROMPT_TEMPLATES)).encode("utf-8"))
+    for k in sorted(sd):
+        t = sd[k].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{k}|{t.dtype}|{tuple(sd[k].shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    _HASHES[model] = (state, h.hexdigest())
+    return h.hexdigest()
+
+
 class VocabularyCache:
     """Class embeddings of a model, cached in memory and on disk.
 
@@ -144,16 +172,12 @@ class VocabularyCache:
         return Path(self._cache_dir)
 
     def weights_hash(self) -> str:
-        """sha256 over the text encoder's parameters (names, dtypes, shapes, bytes) and the prompt templates."""
+        """sha256 over the text encoder's parameters (names, dtypes, shapes, bytes) and the prompt templates.
+
+        Computed once per model and weight state (shared by every cache of the same model, e.g. one per server
+        session), and again only when a text-encoder tensor is replaced or changed in place."""
         if self._weights_hash is None:
-            h = hashlib.sha256()
-            h.update(("\n".join(PROMPT_TEMPLATES)).encode("utf-8"))
-            sd = self.model.state_dict()
-            for k in sorted(k for k in sd if k.startswith("text_encoder.")):
-                t = sd[k].detach().to("cpu").contiguous().reshape(-1)
-                h.update(f"{k}|{t.dtype}|{tuple(sd[k].shape)}\n".encode())
-                h.update(t.view(torch.uint8).numpy().tobytes())
-            self._weights_hash = h.hexdigest()
+            self._weights_hash = text_encoder_hash(self.model)
         return self._weights_hash
 
     def _key(self, names: tuple[str, ...]) -> str:

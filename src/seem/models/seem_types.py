@@ -25,7 +25,7 @@ rounding; only an attention-mask entry whose logit is within rounding of 0 can d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -46,16 +46,7 @@ SampleRole = Literal[
 spatial tokens of feature level ``i`` (strides 32, 16, 8).
 """
 
-SAMPLE_ROLES: tuple[SampleRole, ...] = (
-    "pooled_pos",
-    "pooled_neg",
-    "level0_pos",
-    "level0_neg",
-    "level1_pos",
-    "level1_neg",
-    "level2_pos",
-    "level2_neg",
-)
+SAMPLE_ROLES: tuple[SampleRole, ...] = get_args(SampleRole)
 
 
 @dataclass
