@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from seem.models.seem_model import SEEMModel
+from seem.models.text.encoder import TextEncoder
 from seem.models.text.templates import PROMPT_TEMPLATES
 
 __all__ = [
@@ -129,7 +130,10 @@ def _version(t: Tensor) -> int:
 
 
 def text_encoder_hash(model: SEEMModel) -> str:
-    """sha256 of ``model``'s text-encoder weights and the prompt templates, memoised per model and weight version."""
+    """sha256 of ``model``'s text-encoder weights and the prompt templates, memoised per model and weight version.
+
+    A text encoder whose frozen weights live outside the state dict (``MiniLMTextEncoder``) adds its
+    ``fingerprint()`` (the weight file's sha256) and tokenizer settings."""
     sd = {k: v for k, v in model.state_dict().items() if k.startswith("text_encoder.")}
     state = tuple((t.data_ptr(), _version(t)) for _, t in sorted(sd.items()))
     known = _HASHES.get(model)
@@ -137,6 +141,9 @@ def text_encoder_hash(model: SEEMModel) -> str:
         return known[1]
     h = hashlib.sha256()
     h.update(("\n".join(PROMPT_TEMPLATES)).encode("utf-8"))
+    te = model.text_encoder
+    if not isinstance(te, TextEncoder):  # frozen weights held outside the state dict (MiniLM): name them by file hash
+        h.update(f"{te.fingerprint()}|{te.tokenizer_name}\n".encode())
     for k in sorted(sd):
         t = sd[k].detach().to("cpu").contiguous().reshape(-1)
         h.update(f"{k}|{t.dtype}|{tuple(sd[k].shape)}\n".encode())
@@ -191,6 +198,10 @@ class VocabularyCache:
         """``[K + 1, D]`` class embeddings of ``names`` (background last), from memory, disk or the text encoder."""
         key_names = validate_class_names(names)
         if key_names in self._memory:
+            return self._memory[key_names]
+        shipped = getattr(self.model, "builtin_class_embeddings", {}).get(key_names)
+        if shipped is not None:  # precomputed with the model's own (possibly not installed) text encoder
+            self._memory[key_names] = shipped.to(self.model.device)
             return self._memory[key_names]
         emb = self._load(key_names)
         if emb is None:

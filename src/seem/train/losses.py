@@ -366,6 +366,11 @@ class SeemTargets:
             0.5 for class names).
         spatial_masks: bool ``[n, H, W]`` or None: the GT of each spatial prompt (all-False for a prompt that
             could not be drawn: it gets no loss, as official).
+        spatial_levels: None, or per prompt a bool ``[m, H, W]`` stack of further targets at other granularities
+            that the same prompt also fits (the regions enclosing its target: its ancestors in the image's
+            granularity chains). Each is matched (Hungarian, dice cost) to one of the prompt's other queries and
+            gets the mask losses too — how a model with one query per granularity level learns all levels from a
+            click (Semantic-SAM's many-to-many idea on SEEM's spatial queries).
     """
 
     masks: Tensor
@@ -375,6 +380,7 @@ class SeemTargets:
     grounding_keys: Tensor | None = None
     grounding_weight: float = 1.0
     spatial_masks: Tensor | None = None
+    spatial_levels: list[Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.masks.dim() != 3:
@@ -391,6 +397,10 @@ class SeemTargets:
                 raise ValueError(f"grounding_keys must be [{g}]")
         if self.spatial_masks is not None and self.spatial_masks.dim() != 3:
             raise ValueError(f"spatial_masks must be [n, H, W], got shape {tuple(self.spatial_masks.shape)}")
+        if self.spatial_levels is not None:
+            n = -1 if self.spatial_masks is None else self.spatial_masks.shape[0]
+            if len(self.spatial_levels) != n or any(t.dim() != 3 for t in self.spatial_levels):
+                raise ValueError(f"spatial_levels must hold one [m, H, W] stack per spatial prompt ({n})")
 
 
 class SEEMCriterion:
@@ -608,12 +618,44 @@ class SEEMCriterion:
             tm = t.spatial_masks[keep.to(t.spatial_masks.device)]
             bsum, dsum = self._mask_terms(pm, tm, gen)
             bce, dice, n_pairs = bce + bsum, dice + dsum, n_pairs + int(keep.sum())
+            if t.spatial_levels is not None:
+                rows, tgts = _level_pairs(s.mask_logits[b], matched, keep, t.spatial_levels, self.queries_per_prompt)
+                if rows:
+                    bsum, dsum = self._mask_terms(s.mask_logits[b][rows], torch.cat(tgts), gen)
+                    bce, dice, n_pairs = bce + bsum, dice + dsum, n_pairs + len(rows)
         ce = torch.cat(ce_terms).mean() + zero if ce_terms else zero
         return {
             f"loss_spatial_bce_{j}": bce / max(n_pairs, 1),
             f"loss_spatial_dice_{j}": dice / max(n_pairs, 1),
             f"loss_spatial_ce_{j}": ce,
         }
+
+
+def _level_pairs(
+    logits: Tensor, matched: Tensor, keep: Tensor, levels: Sequence[Tensor], q: int
+) -> tuple[list[int], list[Tensor]]:
+    """Match each prompt's further granularity targets to its unmatched queries (Hungarian on the dice cost at the
+    prediction's resolution). ``logits`` ``[n·q, h, w]``; returns (query rows, ``[1, H, W]`` targets) pairs."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows: list[int] = []
+    tgts: list[Tensor] = []
+    h, w = logits.shape[-2:]
+    for p, extra in enumerate(levels):
+        if not bool(keep[p]) or extra.shape[0] == 0:
+            continue
+        free = [r for r in range(p * q, p * q + q) if r != int(matched[p])]
+        extra = extra[: len(free)]
+        with torch.no_grad():
+            prob = logits[free].float().sigmoid().flatten(1)  # [f, h*w]
+            small = F.interpolate(extra[:, None].float(), size=(h, w), mode="area")[:, 0].flatten(1)  # [m, h*w]
+            inter = prob @ small.T
+            cost = 1 - (2 * inter + 1) / (prob.sum(1)[:, None] + small.sum(1)[None, :] + 1)
+        qi, ti = linear_sum_assignment(cost.cpu().numpy())
+        for a, c in zip(qi.tolist(), ti.tolist(), strict=True):
+            rows.append(free[a])
+            tgts.append(extra[c : c + 1])
+    return rows, tgts
 
 
 def _group_zero(group: Any, b: int) -> Tensor:

@@ -74,6 +74,22 @@ def _zero_loss(module: nn.Module) -> Tensor:
     return sum((p.sum() * 0.0 for p in ps), torch.zeros((), device=ps[0].device))
 
 
+def enclosing_targets(s: Sample, instance_ids: Tensor, limit: int, device: torch.device) -> list[Tensor]:
+    """Per prompt, the masks that enclose its target instance: its ancestors in ``s.granularity_groups`` (chains
+    root → leaf), nearest first, at most ``limit``; bool ``[m, H, W]`` each (``m`` may be 0)."""
+    out: list[Tensor] = []
+    for i in instance_ids.tolist():
+        anc: list[int] = []
+        for chain in s.granularity_groups:
+            if i in chain:
+                for a in reversed(chain[: chain.index(i)]):
+                    if a not in anc:
+                        anc.append(a)
+        idx = torch.as_tensor(anc[:limit], dtype=torch.long)
+        out.append(s.masks[idx].to(device) if len(idx) else s.masks[:0].to(device))
+    return out
+
+
 class SEEMTrainStep(nn.Module):
     """SEEM's training forward for one batch (see the module docstring); returns ``(total, losses, info)``.
 
@@ -185,7 +201,7 @@ class SEEMTrainStep(nn.Module):
         for i, s in enumerate(b.samples):
             feats = ImageFeatures([t[i : i + 1] for t in ms], mf[i : i + 1], canvas)
             masks = s.masks.to(dev)
-            spatial = prev = sp_gt = None
+            spatial = prev = sp_gt = sp_levels = None
             if tasks.spatial and s.num_masks:
                 cands = None if pc.candidates == "all" else np.flatnonzero(s.is_thing.numpy()).tolist()
                 prompts = self.sampler(s.masks, ctx.rng, cands)
@@ -200,6 +216,8 @@ class SEEMTrainStep(nn.Module):
                     prompts, prev = rounds.prompts, rounds.prev_mask
                     spatial = prompts.spatial_prompts(dev)
                     sp_gt = prompts.gt_masks.to(dev)
+                    if pc.level_targets:
+                        sp_levels = enclosing_targets(s, prompts.instance_ids, dcfg.queries_per_prompt - 1, dev)
                     info["prompts"] += float(prompts.valid.sum())
                     info["clicks"] += float(sum(len(c) for c in prompts.clicks))
             grounding = g_masks = g_emb = g_keys = None
@@ -242,6 +260,7 @@ class SEEMTrainStep(nn.Module):
                     grounding_keys=g_keys,
                     grounding_weight=g_weight,
                     spatial_masks=sp_gt,
+                    spatial_levels=sp_levels,
                 )
             )
         if not outputs:

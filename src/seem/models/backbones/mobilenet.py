@@ -42,13 +42,14 @@ import hashlib
 import importlib.metadata
 import importlib.resources
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from seem.models.checkpoints.common import CheckpointError, ConversionReport, KeyMap, convert_state_dict
+from seem.models.config import MobileNetV2Config
+from seem.models.config import make_divisible as _make_divisible
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -92,32 +93,6 @@ _SETTINGS: tuple[tuple[int, int, int, int], ...] = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-
-
-def _make_divisible(value: float, divisor: int) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor`` (at least ``divisor``), never dropping below 90 %."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
-
-
-@dataclass(frozen=True)
-class MobileNetV2Config:
-    """MobileNetV2 backbone architecture.
-
-    Attributes:
-        width_mult: channel multiplier (the ImageNet weights exist for 1.0 only).
-        round_nearest: every channel count is rounded to a multiple of this (torchvision: 8).
-        keep_last_conv: build ``features.18`` (1×1 conv to 1280 channels) and return its output as ``res5``;
-            otherwise ``res5`` is the 320-channel output of ``features.17``.
-        out_features: which of ``res2`` (stride 4), ``res3`` (8), ``res4`` (16), ``res5`` (32) ``forward`` returns.
-    """
-
-    width_mult: float = 1.0
-    round_nearest: int = 8
-    keep_last_conv: bool = False
-    out_features: tuple[str, ...] = ("res2", "res3", "res4", "res5")
 
 
 class ConvBNReLU6(nn.Sequential):
@@ -209,6 +184,15 @@ class MobileNetV2(nn.Module):
         self._channels = {n: channels[i] for n, i in self._taps.items()}
         self._last_block = max(self._taps[n] for n in self.out_features)
         self.reset_parameters()
+
+    def train(self, mode: bool = True) -> MobileNetV2:
+        """``nn.Module.train``, except that BatchNorm layers stay in eval mode when ``cfg.frozen_bn``."""
+        super().train(mode)
+        if mode and self.cfg.frozen_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     @property
     def out_channels(self) -> dict[str, int]:

@@ -9,6 +9,7 @@ larger segment holding at least ``containment`` (0.8) of it; the chains root →
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,13 +26,23 @@ class BsdsSource:
         root, split: as ``Bsds500``.
         containment: nesting threshold across annotators (0.8).
         min_area: segments smaller than this (px) are left out.
+        exclude: image ids to leave out (e.g. the GrabCut images, which come from BSDS500, when GrabCut is the
+            evaluation set).
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], split: str | None = "train", *, containment: float = 0.8, min_area: int = 0
+        self,
+        root: str | os.PathLike[str],
+        split: str | None = "train",
+        *,
+        containment: float = 0.8,
+        min_area: int = 0,
+        exclude: Sequence[str] = (),
     ) -> None:
         self.reader = Bsds500(root, split)
-        if len(self.reader) == 0:
+        drop = {str(e) for e in exclude}
+        self.rows = [i for i in range(len(self.reader)) if str(self.reader[i].id) not in drop]
+        if not self.rows:
             raise FileNotFoundError(f"no BSDS500 images with ground truth under {root} (split {split!r})")
         self.class_names: list[str] = []
         self.part_names: list[str] = []
@@ -39,11 +50,11 @@ class BsdsSource:
         self.min_area = int(min_area)
 
     def __len__(self) -> int:
-        return len(self.reader)
+        return len(self.rows)
 
     def segments(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(masks bool [N, H, W], annotator [N])``: deduplicated segments, coarse annotators first."""
-        maps = self.reader[index].label_maps()
+        maps = self.reader[self.rows[index]].label_maps()
         masks: list[np.ndarray] = []
         owner: list[int] = []
         seen: set[bytes] = set()
@@ -64,7 +75,7 @@ class BsdsSource:
         return stack, np.asarray(owner, np.int64)
 
     def __getitem__(self, index: int) -> Sample:
-        item = self.reader[index]
+        item = self.reader[self.rows[index]]
         image = read_image(item.image_path)
         masks, _ = self.segments(index)
         if masks.shape[1:] != tuple(image.shape[1:]):

@@ -44,6 +44,8 @@ class FolderSource:
         images, masks: sub-folder names.
         class_names: optional vocabulary (label value ``v`` → class ``v - 1``; binary files by name).
         void_value: stored value meaning "no label" (e.g. 255 for VOC-style maps, 128 for GrabCut); None = none.
+        single_class: every mask is this class (a one-class figure/ground dataset such as Weizmann horses);
+            replaces ``class_names``.
         containment: nesting threshold for granularity chains (0.9).
     """
 
@@ -55,10 +57,12 @@ class FolderSource:
         *,
         class_names: Sequence[str] | None = None,
         void_value: int | None = None,
+        single_class: str | None = None,
         containment: float = 0.9,
     ) -> None:
         self.root = Path(root)
-        img_dir, mask_dir = self.root / images, self.root / masks
+        # names relative to root; an absolute path, or one that already starts with root, is taken as it is
+        img_dir, mask_dir = (self._under_root(Path(p)) for p in (images, masks))
         if not img_dir.is_dir() or not mask_dir.is_dir():
             raise FileNotFoundError(f"{root}: expected folders {images}/ and {masks}/")
         self.items: list[tuple[str, Path, Path]] = []
@@ -71,10 +75,18 @@ class FolderSource:
                 self.items.append((p.stem, p, mask_dir / p.stem))
         if not self.items:
             raise FileNotFoundError(f"{root}: no image in {images}/ has a mask in {masks}/")
-        self.class_names: list[str] = list(class_names or [])
+        if single_class is not None and class_names:
+            raise ValueError("give class_names or single_class, not both")
+        self.single_class = single_class
+        self.class_names: list[str] = [single_class] if single_class is not None else list(class_names or [])
         self.part_names: list[str] = []
         self.void_value = void_value
         self.containment = float(containment)
+
+    def _under_root(self, p: Path) -> Path:
+        if p.is_absolute() or (p.parts[: len(self.root.parts)] == self.root.parts and len(self.root.parts) > 0):
+            return p
+        return self.root / p
 
     def __len__(self) -> int:
         return len(self.items)
@@ -104,7 +116,7 @@ class FolderSource:
                 if v == 0 or (self.void_value is not None and v == self.void_value):
                     continue
                 masks.append(lm == v)
-                k = int(v) - 1
+                k = 0 if self.single_class is not None else int(v) - 1
                 classes.append(k if self.class_names and k < len(self.class_names) else -1)
         else:
             for f in sorted(mask_path.glob("*.png")):
@@ -114,7 +126,7 @@ class FolderSource:
                 if void is not None:
                     ignore |= void
                 masks.append(gt)
-                classes.append(self._class_of(f.stem))
+                classes.append(0 if self.single_class is not None else self._class_of(f.stem))
         stack = np.stack(masks) if masks else np.zeros((0, h, w), bool)
         return Sample.create(
             image,
