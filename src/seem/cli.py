@@ -20,6 +20,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,7 +155,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from seem.audio import audio_to_text_arg
     from seem.io import read_image, write_files_atomically
     from seem.prompts import PromptSet, ReferenceImage
-    from seem.results import draw_overlay, encode_png, segments_to_json
+    from seem.results import draw_levels, draw_overlay, encode_png, segments_to_json
 
     audio_to_text_arg(args)  # --audio WAV → --text (offline speech recognition)
     image = read_image(args.image)
@@ -171,21 +172,54 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if prompts.is_empty:
         raise CliError("give at least one prompt: --point, --box, --scribble, --polygon, --mask, --text or --ref-image")
     prompts.validate(image.shape[:2])  # fail before loading the model
+    if args.levels and (prompts.text is not None or prompts.reference is not None or not prompts.has_visual):
+        raise CliError("--levels takes visual prompts only (--point, --box, --scribble, --polygon, --mask)")
     seg = _load_segmenter(args)
     seg.set_image(image)
     segments = seg.segment(prompts, labels=not args.no_labels)
+    files: dict[str | os.PathLike[str], bytes] = {}
+    levels = None
+    if args.levels:
+        levels = seg.segment_levels(prompts, labels=not args.no_labels)
+        (lv_path,) = _outputs(args.out, args.image, [".levels.png"])
+        files[lv_path] = encode_png(draw_levels(image, levels, alpha=args.alpha))
     overlay = draw_overlay(image, segments, alpha=args.alpha, boxes=True)
-    meta = {"command": "segment", "prompts": prompts.describe(), "model_variant": seg.variant}
+    meta: dict[str, Any] = {"command": "segment", "prompts": prompts.describe(), "model_variant": seg.variant}
+    if levels is not None:
+        meta["levels"] = segments_to_json(levels, image.shape[:2])["annotations"]
     doc = segments_to_json(segments, image.shape[:2], file_name=Path(args.image).name, extra=meta)
     png_path, json_path = _outputs(args.out, args.image, [".overlay.png", ".json"])
-    write_files_atomically(
-        {png_path: encode_png(overlay), json_path: (json.dumps(doc, indent=1) + "\n").encode("utf-8")}
-    )
+    files[png_path] = encode_png(overlay)
+    files[json_path] = (json.dumps(doc, indent=1) + "\n").encode("utf-8")
+    write_files_atomically(files)
     for s in segments:
-        label = f"{s.label} ({s.label_score:.2f})" if s.label is not None and s.label_score is not None else "-"
-        print(f"segment: area {s.area} px, bbox {list(s.bbox)}, score {s.score:.3f}, label {label}")
-    print(f"wrote {png_path} and {json_path}")
+        print(f"segment: {_describe(s)}")
+    for i, s in enumerate(levels or []):
+        print(f"level {i + 1}: {_describe(s)}")
+    print(f"wrote {', '.join(str(p) for p in files)}")
     return 0
+
+
+def _describe(s: Any) -> str:
+    label = f"{s.label} ({s.label_score:.2f})" if s.label is not None and s.label_score is not None else "-"
+    return f"area {s.area} px, bbox {list(s.bbox)}, score {s.score:.3f}, label {label}"
+
+
+DEMO_POINTS = {"chelsea": "172,112", "coffee": "255,215"}
+"""The click of ``seem demo`` on each shipped photo: Chelsea's left eye; the cup."""
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """``seem demo``: one click on a shipped photo with the default model → overlay, granularity levels, JSON."""
+    from seem.samples import sample_image
+
+    point = DEMO_POINTS[args.sample]
+    image = str(sample_image(args.sample))
+    argv = ["segment", image, "--point", point, "--levels", "--out", args.out]
+    if args.model:
+        argv += ["--model", args.model]
+    print(f"seem {' '.join(argv)}")
+    return _run_guarded(build_parser().parse_args(argv))
 
 
 def _cmd_panoptic(args: argparse.Namespace) -> int:
@@ -276,10 +310,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-image", default=None, help="reference image: find here what the --ref-* prompts mark there")
     _add_visual_args(p, "ref-", "the reference image")
     p.add_argument("--no-labels", action="store_true", help="do not label the mask (skips the vocabulary)")
+    p.add_argument(
+        "--levels",
+        action="store_true",
+        help="also write every mask the model gives the prompt, coarse to fine (IMAGE_STEM.levels.png; the default "
+        "model's 6 granularity levels)",
+    )
     from seem.audio import add_audio_args
 
     add_audio_args(p)
     p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser(
+        "demo",
+        help="click once on a shipped photo with the default model: overlay + granularity levels + JSON",
+        description="Runs `seem segment PHOTO --point X,Y --levels --out OUT` on a photo shipped with the package "
+        "(seem.samples): Chelsea the cat, clicked on the left eye (level 1 is the coarsest region, the last the "
+        "finest), or a coffee cup.",
+    )
+    p.add_argument("--out", default="seem_demo", help="output directory (default: seem_demo)")
+    p.add_argument("--sample", default="chelsea", choices=["chelsea", "coffee"], help="which shipped photo")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
         "panoptic",

@@ -349,9 +349,15 @@ class Segmenter:
 
     @property
     def vocabulary(self) -> list[str]:
-        """The current class names (the COCO-panoptic names unless ``set_vocabulary`` was called)."""
+        """The current class names (the model's own vocabulary, else the COCO-panoptic names, unless
+        ``set_vocabulary`` was called)."""
         names = self._vocab_spec[0]
-        return list(names) if names is not None else [c["name"] for c in coco_panoptic_categories()]
+        return list(names) if names is not None else list(self._default_names())
+
+    def _default_names(self) -> tuple[str, ...]:
+        """The model's own vocabulary (``SEEMConfig.vocabulary``), else the 133 COCO-panoptic names."""
+        own = tuple(self.model.config.vocabulary)
+        return own if own else tuple(c["name"] for c in coco_panoptic_categories())
 
     def class_embeddings(self, class_names: Sequence[str]) -> Tensor:
         """``[K + 1, D]`` embeddings of ``class_names`` (background last), from the memory / disk cache."""
@@ -361,7 +367,7 @@ class Segmenter:
         coco = coco_panoptic_categories()
         coco_names = tuple(c["name"] for c in coco)
         if names is None:
-            names = coco_names
+            names = self._default_names()
         if names == coco_names:
             stuff_idx = frozenset(i for i, c in enumerate(coco) if not c["isthing"]) if stuff is None else None
             ids = tuple(int(c["id"]) for c in coco)
@@ -717,6 +723,37 @@ class Segmenter:
         """Referring image: segment in the current image what ``reference_prompts`` mark on ``reference_image``."""
         ref = ReferenceImage(reference_image, reference_prompts)
         return self.segment(PromptSet(reference=ref), labels=labels)[0]
+
+    @torch.no_grad()
+    def segment_levels(self, prompts: PromptSet, *, labels: bool = True, memory: Any = None) -> list[Segment]:
+        """Every mask the model gives one visual prompt, ordered from the largest region to the smallest.
+
+        A SEEM v1 model answers each visual prompt with ``queries_per_prompt`` spatial queries and ``segment``
+        returns the one the model selects. For the default model those queries are granularity levels (trained on
+        nested regions: part → object → group), so this lists the same click at every granularity: index 0 is the
+        coarsest region, the last the finest part (``Segment.score`` is each query's selection score; the
+        selected one has the highest). Official SEEM checkpoints give their 3 queries.
+
+        Args:
+            prompts: one visual ``PromptSet`` (points, box, scribble, polygon or mask; no text / reference).
+            labels: label each mask from the vocabulary.
+            memory: the previous round's ``low_res_logits`` (memory prompt) or None.
+
+        Returns:
+            ``queries_per_prompt`` segments, by decreasing mask area (ties: by score).
+        """
+        if self.variant != "v1":
+            raise PromptError("segment_levels needs a v1 model (the demo decoder has no per-prompt queries)")
+        if not isinstance(prompts, PromptSet):
+            raise PromptTypeError("segment_levels takes one PromptSet")
+        if prompts.text is not None or prompts.reference is not None:
+            raise PromptError("segment_levels takes visual prompts only (points, box, scribble, polygon, mask)")
+        k = self.model.config.decoder.queries_per_prompt
+        results, vocab = self._run([prompts], [memory], None, False, labels, k)
+        res = results[0]
+        segs = [self._to_segment(_ObjectResult(res.kind, res.rule, [c]), vocab) for c in res.candidates]
+        order = sorted(range(len(segs)), key=lambda i: (-int(segs[i].mask.sum()), -segs[i].score))
+        return [segs[i] for i in order]
 
     @torch.no_grad()
     def predict(

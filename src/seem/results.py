@@ -251,6 +251,24 @@ def _caption(s: Segment) -> str:
     return s.label
 
 
+def draw_levels(image: np.ndarray, segments: Sequence[Segment], alpha: float = 0.55) -> np.ndarray:
+    """One panel per segment (``draw_overlay`` of that segment alone), side by side, each titled ``level i``
+    (1 = the first segment); returns ``uint8 [H, W·n, 3]`` RGB. Used for the granularity levels of one prompt."""
+    import cv2
+
+    panels = []
+    for i, s in enumerate(segments):
+        p = np.ascontiguousarray(draw_overlay(image, [s], alpha=alpha, colors=[color_for(i)], labels=False))
+        h = p.shape[0]
+        scale = max(0.4, h / 600)
+        cv2.putText(p, f"level {i + 1}", (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3)
+        cv2.putText(p, f"level {i + 1}", (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1)
+        panels.append(p)
+    if not panels:
+        raise ValueError("draw_levels needs at least one segment")
+    return np.concatenate(panels, axis=1)
+
+
 def draw_overlay(
     image: np.ndarray,
     segments: Sequence[Segment],

