@@ -179,6 +179,12 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=30, help="clicks per measurement (default 30)")
     ap.add_argument("--reruns", type=int, default=3, help="full re-runs per measurement (default 3)")
     ap.add_argument("--coco", action="store_true", help="label with the 133 COCO classes (slow first encoding)")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="measure this model instead (e.g. 'default': the shipped default model, labelled with its own "
+        "vocabulary); default: full-size SEEM Focal-T with random weights",
+    )
     args = ap.parse_args()
     if not args.image.is_file():
         raise SystemExit(f"image not found: {args.image} (pass --image PATH)")
@@ -186,13 +192,20 @@ def main() -> None:
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     torch.manual_seed(0)
     image = read_image(args.image)
-    model = SEEMModel(seem_focalt("v1")).eval()
-    seg = Segmenter(model, vocabulary=None if args.coco else SMALL_VOCAB, cache_dir=False, progress=False)
+    if args.model is None:
+        model = SEEMModel(seem_focalt("v1")).eval()
+        name, vocab = "SEEM Focal-T (random weights)", None if args.coco else SMALL_VOCAB
+    else:
+        from seem.loading import load
+
+        model = load(None if args.model == "default" else args.model)
+        name, vocab = f"{model.config.name} ({args.model})", None
+    seg = Segmenter(model, vocabulary=vocab, cache_dir=False, progress=False)
     seg.set_image(image)
     seg.segment(PromptSet(points=Points([[10, 10]])))  # encodes the vocabulary once
     g = seg.geometry
     print(
-        f"SEEM Focal-T (random weights), {args.image.name} {g.original_size[1]}×{g.original_size[0]} → "
+        f"{name}, {args.image.name} {g.original_size[1]}×{g.original_size[0]} → "
         f"{g.resized_size[1]}×{g.resized_size[0]} (padded {g.padded_size[1]}×{g.padded_size[0]}), "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, torch {torch.__version__}"
     )

