@@ -8,7 +8,7 @@
   malformed files, ``Segmenter``'s default vocabulary;
 - training sources on ``../shared/data``: ``IndexedInstancesSource`` (COCO128-seg), ``FolderSource`` (Weizmann
   horses, ``single_class``), ``BsdsSource(exclude=...)``;
-- granularity-level targets: ``enclosing_targets`` and the loss's ``_level_pairs`` / ``SeemTargets.spatial_levels``;
+- granularity-level targets: ``granularity_targets`` and ``SeemTargets.spatial_levels``;
 - ``seem.samples`` photos, ``draw_levels`` and ``Segmenter.segment_levels`` on the small SEEM parity model.
 """
 
@@ -47,7 +47,7 @@ from seem.samples import SAMPLES, sample_image
 from seem.train.data import Sample
 from seem.train.datasets import BsdsSource, FolderSource, IndexedInstancesSource
 from seem.train.losses import SEEMCriterion, SeemTargets, _level_pairs
-from seem.train.steps import enclosing_targets
+from seem.train.steps import enclosing_targets, granularity_targets
 from seem.vocabulary import VocabularyCache, coco_panoptic_categories
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -447,6 +447,33 @@ def test_level_pairs_match_free_queries_by_dice() -> None:
     assert torch.equal(pairs[3], medium[None]) and torch.equal(pairs[5], big[None])
 
 
+def test_granularity_targets_coarse_to_fine() -> None:
+    s = _nested_sample()  # big ⊃ medium ⊃ small, one chain
+    cpu = torch.device("cpu")
+    big, medium, small = s.masks
+    inside_small = torch.zeros(3, 64, 64, dtype=torch.bool)
+    inside_small[:, 30, 30] = True  # a click inside all three squares
+    levels, which = granularity_targets(s, torch.tensor([2, 1, 0]), inside_small, 3, cpu)
+    for lv in levels:
+        assert lv.dtype == torch.bool and lv.shape == (3, 64, 64)
+    # targeting small: the chain is big, medium, small; query 2 holds the target
+    assert torch.equal(levels[0], s.masks) and int(which[0]) == 2
+    # targeting big with a click inside small: big, then the regions inside it that contain the click
+    assert torch.equal(levels[2], s.masks) and int(which[2]) == 0
+    # a prompt that is not inside small stops the chain at medium: queries 1 and 2 both get medium
+    in_medium_only = torch.zeros(1, 64, 64, dtype=torch.bool)
+    in_medium_only[0] = medium & ~small
+    (lv,), w = granularity_targets(s, torch.tensor([1]), in_medium_only, 3, cpu)
+    assert torch.equal(lv, torch.stack([big, medium, medium])) and int(w[0]) == 1
+    # six queries on a three-region chain repeat regions in order; a one-region chain fills every query
+    (six,), w6 = granularity_targets(s, torch.tensor([2]), inside_small[:1], 6, cpu)
+    assert [int(r.sum()) for r in six] == sorted((int(r.sum()) for r in six), reverse=True)
+    assert torch.equal(six[0], big) and torch.equal(six[-1], small) and torch.equal(six[int(w6[0])], small)
+    lone = Sample.create(s.image, s.masks[:1], granularity_groups=[[0]])
+    (one,), w1 = granularity_targets(lone, torch.tensor([0]), inside_small[:1], 6, cpu)
+    assert torch.equal(one, big[None].expand(6, -1, -1)) and int(w1[0]) == 0
+
+
 def _spatial_output(mask_logits: torch.Tensor) -> DecoderOutput:
     """One image, one prompt, ``q`` spatial queries; query 0 has the highest selection score."""
     q, d = mask_logits.shape[0], 4
@@ -460,36 +487,40 @@ def _spatial_output(mask_logits: torch.Tensor) -> DecoderOutput:
     )
 
 
-def test_criterion_spatial_levels_add_mask_losses() -> None:
-    t = _nested()
+def test_criterion_spatial_levels_train_every_query_on_its_level() -> None:
+    t = _nested()  # big, medium, small
     q = 3
     logits = torch.full((q, 16, 16), -20.0)
-    logits[0] = _logits(t[2:3], (16, 16))[0]  # the prompt's target (small) is predicted by the selected query
+    logits[0] = _logits(t[2:3], (16, 16))[0]  # query 0 (highest selection score) predicts the small target
     crit = SEEMCriterion(num_points=2000, importance_sample_ratio=0.0, queries_per_prompt=q)
 
-    def run(lg: torch.Tensor, levels: list[torch.Tensor] | None) -> dict[str, torch.Tensor]:
-        tg = SeemTargets(masks=t[2:3], class_ids=torch.tensor([-1]), spatial_masks=t[2:3], spatial_levels=levels)
+    def run(lg: torch.Tensor, levels: list[torch.Tensor] | None, which: int = 2) -> dict[str, torch.Tensor]:
+        tg = SeemTargets(
+            masks=t[2:3],
+            class_ids=torch.tensor([-1]),
+            spatial_masks=t[2:3],
+            spatial_levels=levels,
+            spatial_level_query=None if levels is None else torch.tensor([which]),
+        )
         return crit(_spatial_output(lg), [tg], generator=torch.Generator().manual_seed(0))
 
-    levels = [torch.stack([t[1], t[0]])]
-    plain = run(logits, None)
-    with_levels = run(logits, levels)
+    levels = [t.clone()]  # query 0 → big, 1 → medium, 2 → small (the target)
+    plain = run(logits, None)  # Hungarian: query 0 matches the small target
     assert plain["loss_spatial_dice_0"].item() < 0.1 and plain["loss_spatial_bce_0"].item() < 0.1
-    # queries 1 and 2 predict nothing, but now have to predict the medium and big squares: 2 of 3 pairs have dice ~1
-    assert with_levels["loss_spatial_dice_0"].item() > 0.6
-    assert with_levels["loss_spatial_bce_0"].item() > plain["loss_spatial_bce_0"].item() + 1.0
-    assert with_levels["loss_spatial_ce_0"].item() == pytest.approx(plain["loss_spatial_ce_0"].item())
-    # when the free queries do predict the enclosing squares, the level losses are small again
-    good = logits.clone()
-    good[1], good[2] = _logits(t[0:1], (16, 16))[0], _logits(t[1:2], (16, 16))[0]
-    matched = run(good, levels)
-    assert matched["loss_spatial_dice_0"].item() < 0.1 and matched["loss_spatial_bce_0"].item() < 0.1
-    # gradients reach the free queries only through the level targets
+    fixed = run(logits, levels)  # fixed levels: every query is wrong
+    assert fixed["loss_spatial_dice_0"].item() > 0.6
+    # the selection CE now points at query 2 (the target's level), which has a low selection score
+    assert fixed["loss_spatial_ce_0"].item() > plain["loss_spatial_ce_0"].item() + 1.0
+    good = torch.stack([_logits(t[k : k + 1], (16, 16))[0] for k in range(3)])
+    right = run(good, levels)
+    assert right["loss_spatial_dice_0"].item() < 0.1 and right["loss_spatial_bce_0"].item() < 0.1
     g = logits.clone().requires_grad_(True)
     crit.total(run(g, levels)).backward()
-    assert g.grad is not None and g.grad[1].abs().sum() > 0 and g.grad[2].abs().sum() > 0
+    assert g.grad is not None and all(g.grad[k].abs().sum() > 0 for k in range(3))
     with pytest.raises(ValueError, match="spatial_levels"):
         SeemTargets(masks=t[2:3], class_ids=torch.tensor([-1]), spatial_masks=t[2:3], spatial_levels=levels * 2)
+    with pytest.raises(ValueError, match="spatial_level_query"):
+        SeemTargets(masks=t[2:3], class_ids=torch.tensor([-1]), spatial_masks=t[2:3], spatial_levels=levels)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     overlay = draw_overlay(image, segments, alpha=args.alpha, boxes=True)
     meta: dict[str, Any] = {"command": "segment", "prompts": prompts.describe(), "model_variant": seg.variant}
     if levels is not None:
-        meta["levels"] = segments_to_json(levels, image.shape[:2])["annotations"]
+        meta["levels"] = segments_to_json(levels, image.shape[:2])["segments"]
     doc = segments_to_json(segments, image.shape[:2], file_name=Path(args.image).name, extra=meta)
     png_path, json_path = _outputs(args.out, args.image, [".overlay.png", ".json"])
     files[png_path] = encode_png(overlay)
@@ -368,7 +368,16 @@ def _run_guarded(args: argparse.Namespace) -> int:
 
     try:
         return int(args.func(args))
-    except (CliError, CheckpointError, ValueError, TypeError, FileNotFoundError, RuntimeError, OSError) as e:
+    except (
+        CliError,
+        CheckpointError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        RuntimeError,
+        OSError,
+        ImportError,
+    ) as e:
         print(f"seem {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -38,6 +38,14 @@ def add_train_parser(subparsers: Any) -> tuple[argparse.ArgumentParser, argparse
     p.add_argument(
         "--resume-from", default=None, metavar="CHECKPOINT", help="continue from this checkpoints/step_* folder"
     )
+    p.add_argument(
+        "--until",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="stop after this step with a checkpoint (the schedule still runs to schedule.max_steps: resume later, "
+        "e.g. with other --set values, to continue the same run)",
+    )
     _common(p)
     p.set_defaults(func=run_train)
 
@@ -96,12 +104,12 @@ def _cli_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _run(cfg: Any, resume: bool | str) -> int:
+def _run(cfg: Any, resume: bool | str, until: int | None = None) -> int:
     from seem.train.trainer import Trainer
 
     trainer = Trainer(cfg, resume=resume)
     try:
-        trainer.fit()
+        trainer.fit(until=until)
     finally:
         trainer.close()
     return 0
@@ -124,7 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
         from seem.train.config import load_config
 
         resume: bool | str = args.resume_from if args.resume_from else bool(args.resume)
-        return _run(load_config(args.config, _cli_overrides(args)), resume)
+        return _run(load_config(args.config, _cli_overrides(args)), resume, args.until)
 
     return _guarded("train", go)
 

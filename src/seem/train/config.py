@@ -173,8 +173,12 @@ class PromptConfig:
         random_draws: draw the decoder's random choices (spatial query subset, prompt pixels, memory slots) at
             random, as official training does; False uses the deterministic inference rules.
         max_phrases: grounding phrases per image (sentences, or class names when the image has none).
-        level_targets: also train each prompt's other spatial queries on the regions that enclose its target (its
-            ancestors in the image's granularity chains; ``SeemTargets.spatial_levels``): the recipe of a model
+        level_targets: train a prompt's spatial queries as granularity levels (the default model; None, the
+            official recipe, trains only the query matched to the prompt's target). ``"ordered"``: query 0 on the
+            coarsest region that contains the prompt ... the last on the finest (``seem.train.steps.
+            granularity_targets``), the selection CE on the query holding the prompt's own target; ``"matched"``:
+            after the usual Hungarian selection, the regions enclosing the target are Hungarian-matched to the
+            other queries (``enclosing_targets``): the recipe of a model
             whose queries per prompt are granularity levels (the default model). Off in the official recipe.
 
     Semantic-SAM (``sample_granularity_clicks``):
@@ -193,7 +197,7 @@ class PromptConfig:
     max_iter: int = 5
     random_draws: bool = True
     max_phrases: int = 10
-    level_targets: bool = False
+    level_targets: Literal["matched", "ordered"] | None = None
     n_clicks: int = 60
     max_targets: int = 6
     click_box_half_size: float = 3.0

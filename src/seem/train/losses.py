@@ -366,11 +366,16 @@ class SeemTargets:
             0.5 for class names).
         spatial_masks: bool ``[n, H, W]`` or None: the GT of each spatial prompt (all-False for a prompt that
             could not be drawn: it gets no loss, as official).
-        spatial_levels: None, or per prompt a bool ``[m, H, W]`` stack of further targets at other granularities
-            that the same prompt also fits (the regions enclosing its target: its ancestors in the image's
-            granularity chains). Each is matched (Hungarian, dice cost) to one of the prompt's other queries and
-            gets the mask losses too — how a model with one query per granularity level learns all levels from a
-            click (Semantic-SAM's many-to-many idea on SEEM's spatial queries).
+        spatial_levels: None, or per prompt a bool ``[q, H, W]`` stack: the target of each of the prompt's ``q``
+            spatial queries, query 0 the coarsest region that contains the prompt, query ``q − 1`` the finest (its
+            granularity chain, ``seem.train.steps.granularity_targets``; a region may repeat). Then every query
+            gets the mask losses against its own level (fixed order, so the queries become granularity levels) and
+            ``spatial_level_query`` names the query whose level is the prompt's own target: the selection target of
+            the spatial CE, instead of the Hungarian match.
+        spatial_level_query: long ``[n]`` with ``spatial_levels``: the query (0..q−1) holding each prompt's target.
+        spatial_extra: None, or per prompt a bool ``[m, H, W]`` stack of the regions enclosing its target
+            (``seem.train.steps.enclosing_targets``), matched after the Hungarian selection to the prompt's other
+            queries (Hungarian on the dice cost) — the ``level_targets: matched`` alternative to fixed levels.
     """
 
     masks: Tensor
@@ -381,6 +386,8 @@ class SeemTargets:
     grounding_weight: float = 1.0
     spatial_masks: Tensor | None = None
     spatial_levels: list[Tensor] | None = None
+    spatial_level_query: Tensor | None = None
+    spatial_extra: list[Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.masks.dim() != 3:
@@ -400,7 +407,9 @@ class SeemTargets:
         if self.spatial_levels is not None:
             n = -1 if self.spatial_masks is None else self.spatial_masks.shape[0]
             if len(self.spatial_levels) != n or any(t.dim() != 3 for t in self.spatial_levels):
-                raise ValueError(f"spatial_levels must hold one [m, H, W] stack per spatial prompt ({n})")
+                raise ValueError(f"spatial_levels must hold one [q, H, W] stack per spatial prompt ({n})")
+            if self.spatial_level_query is None or tuple(self.spatial_level_query.shape) != (n,):
+                raise ValueError(f"spatial_levels needs spatial_level_query, a long tensor [{n}]")
 
 
 class SEEMCriterion:
@@ -605,24 +614,32 @@ class SEEMCriterion:
                 raise ValueError("a spatial prediction needs DecoderOutput.pooled_pos_spatial")
             s = p.spatial
             scores = s.mask_embeddings[b] @ pooled[b].to(s.mask_embeddings).T  # [n*q, n]
-            m = self.matcher.match_spatial(
-                s.mask_logits[b], t.spatial_masks, scores.detach(), self.queries_per_prompt, gen
-            )
-            matched = torch.empty(t.spatial_masks.shape[0], dtype=torch.long)
-            matched[m.target] = m.pred
+            q = self.queries_per_prompt
             keep = t.spatial_masks.flatten(1).any(1).cpu()
+            if t.spatial_levels is not None and t.spatial_level_query is not None:
+                matched = torch.arange(len(keep)) * q + t.spatial_level_query.cpu()
+            else:
+                m = self.matcher.match_spatial(s.mask_logits[b], t.spatial_masks, scores.detach(), q, gen)
+                matched = torch.empty(t.spatial_masks.shape[0], dtype=torch.long)
+                matched[m.target] = m.pred
             if not bool(keep.any()):
                 continue
             ce_terms.append(spatial_loss(scores, matched)[keep.to(scores.device)])
-            pm = s.mask_logits[b][matched[keep].to(scores.device)]
-            tm = t.spatial_masks[keep.to(t.spatial_masks.device)]
+            if t.spatial_levels is not None:  # every query against its own granularity level
+                kept = torch.nonzero(keep).flatten().tolist()
+                rows = torch.tensor([p_ * q + j for p_ in kept for j in range(q)], device=scores.device)
+                pm = s.mask_logits[b][rows]
+                tm = torch.cat([t.spatial_levels[p_] for p_ in kept])
+            else:
+                pm = s.mask_logits[b][matched[keep].to(scores.device)]
+                tm = t.spatial_masks[keep.to(t.spatial_masks.device)]
             bsum, dsum = self._mask_terms(pm, tm, gen)
-            bce, dice, n_pairs = bce + bsum, dice + dsum, n_pairs + int(keep.sum())
-            if t.spatial_levels is not None:
-                rows, tgts = _level_pairs(s.mask_logits[b], matched, keep, t.spatial_levels, self.queries_per_prompt)
-                if rows:
-                    bsum, dsum = self._mask_terms(s.mask_logits[b][rows], torch.cat(tgts), gen)
-                    bce, dice, n_pairs = bce + bsum, dice + dsum, n_pairs + len(rows)
+            bce, dice, n_pairs = bce + bsum, dice + dsum, n_pairs + int(pm.shape[0])
+            if t.spatial_extra is not None:
+                rows_, tgts = _level_pairs(s.mask_logits[b], matched, keep, t.spatial_extra, q)
+                if rows_:
+                    bsum, dsum = self._mask_terms(s.mask_logits[b][rows_], torch.cat(tgts), gen)
+                    bce, dice, n_pairs = bce + bsum, dice + dsum, n_pairs + len(rows_)
         ce = torch.cat(ce_terms).mean() + zero if ce_terms else zero
         return {
             f"loss_spatial_bce_{j}": bce / max(n_pairs, 1),

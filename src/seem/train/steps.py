@@ -90,6 +90,46 @@ def enclosing_targets(s: Sample, instance_ids: Tensor, limit: int, device: torch
     return out
 
 
+def granularity_targets(
+    s: Sample, instance_ids: Tensor, pos_masks: Tensor, q: int, device: torch.device
+) -> tuple[list[Tensor], Tensor]:
+    """Per prompt, one target region per spatial query, coarse → fine: the prompt's granularity chain.
+
+    The chain of prompt ``p`` (target instance ``i``) is every region of ``s.granularity_groups`` (chains
+    root → leaf) that encloses ``i`` (its ancestors), then ``i``, then the regions inside ``i`` that still contain all
+    of the prompt's positive pixels ``pos_masks[p]``, ordered by decreasing area. Query ``j`` of ``q`` gets chain
+    element ``⌊j · (m − 1) / (q − 1) + ½⌋`` (``m`` regions; short chains repeat elements, long ones are sampled
+    evenly, the target always among them).
+
+    Returns:
+        ``(levels, level_query)``: per prompt a bool ``[q, H, W]`` stack and long ``[n]``, the query holding the
+        prompt's own target (see ``SeemTargets.spatial_levels``).
+    """
+    masks = s.masks
+    areas = masks.flatten(1).sum(1).tolist()
+    levels: list[Tensor] = []
+    which: list[int] = []
+    for p, i in enumerate(instance_ids.tolist()):
+        anc: set[int] = set()
+        desc: set[int] = set()
+        pos = pos_masks[p].to(masks.device)
+        for chain in s.granularity_groups:
+            if i in chain:
+                k = chain.index(i)
+                anc.update(chain[:k])
+                desc.update(d for d in chain[k + 1 :] if bool(pos.any()) and not bool((pos & ~masks[d]).any()))
+        order = [*sorted(anc, key=lambda a: -areas[a]), i, *sorted(desc - anc - {i}, key=lambda d: -areas[d])]
+        t = len(anc)
+        m = len(order)
+        pick = [int(j * (m - 1) / max(q - 1, 1) + 0.5) for j in range(q)]  # round half up
+        if t not in pick:  # long chain: put the target on the nearest query
+            j = min(range(q), key=lambda j: abs(pick[j] - t))
+            pick[j] = t
+        which.append(pick.index(t))
+        levels.append(masks[torch.as_tensor([order[k] for k in pick])].to(device))
+    return levels, torch.as_tensor(which, dtype=torch.long, device=device)
+
+
 class SEEMTrainStep(nn.Module):
     """SEEM's training forward for one batch (see the module docstring); returns ``(total, losses, info)``.
 
@@ -201,7 +241,7 @@ class SEEMTrainStep(nn.Module):
         for i, s in enumerate(b.samples):
             feats = ImageFeatures([t[i : i + 1] for t in ms], mf[i : i + 1], canvas)
             masks = s.masks.to(dev)
-            spatial = prev = sp_gt = sp_levels = None
+            spatial = prev = sp_gt = sp_levels = sp_level_q = sp_extra = None
             if tasks.spatial and s.num_masks:
                 cands = None if pc.candidates == "all" else np.flatnonzero(s.is_thing.numpy()).tolist()
                 prompts = self.sampler(s.masks, ctx.rng, cands)
@@ -216,8 +256,12 @@ class SEEMTrainStep(nn.Module):
                     prompts, prev = rounds.prompts, rounds.prev_mask
                     spatial = prompts.spatial_prompts(dev)
                     sp_gt = prompts.gt_masks.to(dev)
-                    if pc.level_targets:
-                        sp_levels = enclosing_targets(s, prompts.instance_ids, dcfg.queries_per_prompt - 1, dev)
+                    if pc.level_targets == "ordered":
+                        sp_levels, sp_level_q = granularity_targets(
+                            s, prompts.instance_ids, prompts.pos_masks, dcfg.queries_per_prompt, dev
+                        )
+                    elif pc.level_targets == "matched":
+                        sp_extra = enclosing_targets(s, prompts.instance_ids, dcfg.queries_per_prompt - 1, dev)
                     info["prompts"] += float(prompts.valid.sum())
                     info["clicks"] += float(sum(len(c) for c in prompts.clicks))
             grounding = g_masks = g_emb = g_keys = None
@@ -261,6 +305,8 @@ class SEEMTrainStep(nn.Module):
                     grounding_weight=g_weight,
                     spatial_masks=sp_gt,
                     spatial_levels=sp_levels,
+                    spatial_level_query=sp_level_q,
+                    spatial_extra=sp_extra,
                 )
             )
         if not outputs:

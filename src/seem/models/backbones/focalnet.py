@@ -130,10 +130,12 @@ class FocalModulation(nn.Module):
         c = self.dim
         x = _to_channels_first(self.f(x))
         q, ctx, gates = torch.split(x, [c, c, self.focal_level + 1], dim=1)
-        ctx_all = torch.zeros_like(q)
+        ctx_all: Tensor | None = None  # 0 + x == x exactly: starting from the first term changes no value
         for level, layer in enumerate(self.focal_layers):
             ctx = layer(ctx)
-            ctx_all = ctx_all + ctx * gates[:, level : level + 1]
+            term = ctx * gates[:, level : level + 1]
+            ctx_all = term if ctx_all is None else ctx_all + term
+        assert ctx_all is not None
         ctx_global = self.act(ctx.mean(2, keepdim=True).mean(3, keepdim=True))
         ctx_all = ctx_all + ctx_global * gates[:, self.focal_level :]
         if self.scaling_modulator:
