@@ -523,6 +523,27 @@ def test_criterion_spatial_levels_train_every_query_on_its_level() -> None:
         SeemTargets(masks=t[2:3], class_ids=torch.tensor([-1]), spatial_masks=t[2:3], spatial_levels=levels)
 
 
+def test_criterion_matched_levels_add_mask_losses_for_enclosing_regions() -> None:
+    t = _nested()  # big, medium, small; the prompt's target is small, predicted by query 0
+    q = 3
+    logits = torch.full((q, 16, 16), -20.0)
+    logits[0] = _logits(t[2:3], (16, 16))[0]
+    crit = SEEMCriterion(num_points=2000, importance_sample_ratio=0.0, queries_per_prompt=q)
+
+    def run(lg: torch.Tensor, extra: list[torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        tg = SeemTargets(masks=t[2:3], class_ids=torch.tensor([-1]), spatial_masks=t[2:3], spatial_extra=extra)
+        return crit(_spatial_output(lg), [tg], generator=torch.Generator().manual_seed(0))
+
+    extra = [torch.stack([t[1], t[0]])]  # medium, big: matched to queries 1 and 2, which predict nothing
+    plain, matched = run(logits, None), run(logits, extra)
+    assert plain["loss_spatial_dice_0"].item() < 0.1
+    assert matched["loss_spatial_dice_0"].item() > 0.6
+    assert matched["loss_spatial_ce_0"].item() == pytest.approx(plain["loss_spatial_ce_0"].item())
+    good = logits.clone()
+    good[1], good[2] = _logits(t[0:1], (16, 16))[0], _logits(t[1:2], (16, 16))[0]
+    assert run(good, extra)["loss_spatial_dice_0"].item() < 0.1
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 9. sample photos and level panels
 

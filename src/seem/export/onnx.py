@@ -265,6 +265,43 @@ def _dummy_decoder_inputs(image_size: int, emb: Tensor, n_points: int = 2) -> tu
     )
 
 
+def export_encoder_decoder(
+    enc: nn.Module,
+    dec: nn.Module,
+    image: Tensor,
+    decoder_inputs: tuple[Tensor, ...],
+    enc_path: Path,
+    dec_path: Path,
+    opset: int,
+) -> None:
+    """``torch.onnx.export`` of an encoder (``image`` → ``image_embeddings``) and a prompt decoder with SAM's names
+    (``DECODER_INPUT_NAMES`` → ``DECODER_OUTPUT_NAMES``; the number of points and the output size dynamic), traced
+    with the TorchScript exporter. Call under ``torch.no_grad()``."""
+    torch.onnx.export(
+        enc,
+        (image,),
+        str(enc_path),
+        input_names=["image"],
+        output_names=["image_embeddings"],
+        opset_version=opset,
+        dynamo=False,
+    )
+    torch.onnx.export(
+        dec,
+        decoder_inputs,
+        str(dec_path),
+        input_names=list(DECODER_INPUT_NAMES),
+        output_names=list(DECODER_OUTPUT_NAMES),
+        dynamic_axes={
+            "point_coords": {1: "num_points"},
+            "point_labels": {1: "num_points"},
+            "masks": {2: "height", 3: "width"},
+        },
+        opset_version=opset,
+        dynamo=False,
+    )
+
+
 def export_semantic_sam_onnx(
     model: SemanticSAM, out_dir: str | os.PathLike[str], *, image_size: int = 1024, opset: int = 17
 ) -> dict[str, Path]:
@@ -292,29 +329,7 @@ def export_semantic_sam_onnx(
 
     with warnings.catch_warnings(), torch.no_grad(), _constant_swin_masks():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            enc,
-            (x,),
-            str(enc_path),
-            input_names=["image"],
-            output_names=["image_embeddings"],
-            opset_version=opset,
-            dynamo=False,
-        )
-        torch.onnx.export(
-            dec,
-            _dummy_decoder_inputs(image_size, emb),
-            str(dec_path),
-            input_names=list(DECODER_INPUT_NAMES),
-            output_names=list(DECODER_OUTPUT_NAMES),
-            dynamic_axes={
-                "point_coords": {1: "num_points"},
-                "point_labels": {1: "num_points"},
-                "masks": {2: "height", 3: "width"},
-            },
-            opset_version=opset,
-            dynamo=False,
-        )
+        export_encoder_decoder(enc, dec, x, _dummy_decoder_inputs(image_size, emb), enc_path, dec_path, opset)
     meta = {
         "family": "semantic_sam",
         "image_size": image_size,

@@ -44,6 +44,7 @@ from seem.export.onnx import (
     ENCODER_FILE,
     METADATA_FILE,
     _TorchSession,
+    export_encoder_decoder,
 )
 from seem.models.seem_attention import default_spatial_query_indices
 from seem.models.seem_decoder import (
@@ -563,29 +564,7 @@ def export_seem_onnx(
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         emb = enc(x)
-        torch.onnx.export(
-            enc,
-            (x,),
-            str(enc_path),
-            input_names=["image"],
-            output_names=["image_embeddings"],
-            opset_version=opset,
-            dynamo=False,
-        )
-        torch.onnx.export(
-            dec,
-            _dummy_decoder_inputs(image_size, emb),
-            str(dec_path),
-            input_names=list(DECODER_INPUT_NAMES),
-            output_names=list(DECODER_OUTPUT_NAMES),
-            dynamic_axes={
-                "point_coords": {1: "num_points"},
-                "point_labels": {1: "num_points"},
-                "masks": {2: "height", 3: "width"},
-            },
-            opset_version=opset,
-            dynamo=False,
-        )
+        export_encoder_decoder(enc, dec, x, _dummy_decoder_inputs(image_size, emb), enc_path, dec_path, opset)
     _zero_constants_to_shapes(enc_path)
     cfg = model.config
     meta = {

