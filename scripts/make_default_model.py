@@ -36,6 +36,7 @@ def main() -> None:
     model.config = dataclasses.replace(model.config, name="seem-default", vocabulary=names)
     with torch.no_grad():
         model.builtin_class_embeddings = {names: model.class_embeddings(list(names)).float()}
+    model.builtin_text_state = model.text_state_hash()
     out = model.save_pretrained(args.out)
     size = sum(p.stat().st_size for p in Path(args.out).iterdir()) / 2**20
     print(f"wrote {out} ({size:.1f} MiB): {len(names)} classes: {', '.join(names)}")

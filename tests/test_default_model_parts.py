@@ -251,8 +251,10 @@ def test_vocabulary_cache_uses_shipped_embeddings_without_the_text_encoder(
     model = _mobilenet_model()
     emb = torch.randn(3, 128)
     model.builtin_class_embeddings = {("cat", "dog"): emb}
+    model.builtin_text_state = model.text_state_hash()
     model.save_pretrained(tmp_path)
     loaded = SEEMModel.from_pretrained(tmp_path)
+    assert loaded.builtin_text_state == model.text_state_hash()
     _no_text_encoder(monkeypatch, loaded)
     cache = VocabularyCache(loaded, cache_dir=False)
     got = cache.get(["cat", "dog"])
@@ -261,12 +263,18 @@ def test_vocabulary_cache_uses_shipped_embeddings_without_the_text_encoder(
     # another vocabulary (even the same names in another order) is not shipped: it needs the text encoder
     with pytest.raises(AssertionError, match="must not be called"):
         cache.get(["dog", "cat"])
+    # a trained text projection makes the shipped embeddings stale: they are not used any more
+    with torch.no_grad():
+        loaded.text_encoder.lang_proj.add_(0.01)
+    with pytest.raises(AssertionError, match="must not be called"):
+        VocabularyCache(loaded, cache_dir=False).get(["cat", "dog"])
 
 
 def test_segmenter_defaults_to_the_models_own_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _mobilenet_model(("cat", "dog"))
     emb = torch.randn(3, 128)
     model.builtin_class_embeddings = {("cat", "dog"): emb}
+    model.builtin_text_state = model.text_state_hash()
     _no_text_encoder(monkeypatch, model)
     seg = Segmenter(model, cache_dir=False, progress=False)
     assert seg.vocabulary == ["cat", "dog"]

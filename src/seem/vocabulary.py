@@ -200,7 +200,8 @@ class VocabularyCache:
         if key_names in self._memory:
             return self._memory[key_names]
         shipped = getattr(self.model, "builtin_class_embeddings", {}).get(key_names)
-        if shipped is not None:  # precomputed with the model's own (possibly not installed) text encoder
+        if shipped is not None and self.model.builtin_text_state == self.model.text_state_hash():
+            # precomputed with the model's own (possibly not installed) text encoder, in its current state
             self._memory[key_names] = shipped.to(self.model.device)
             return self._memory[key_names]
         emb = self._load(key_names)

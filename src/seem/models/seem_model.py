@@ -58,20 +58,25 @@ CLASS_EMBEDDINGS_FILE = "class_embeddings.safetensors"
 """Optional file of a model directory: precomputed class embeddings (``builtin_class_embeddings``)."""
 
 
-def save_class_embeddings(path: Path, vocabularies: Mapping[tuple[str, ...], Tensor]) -> None:
-    """Write vocabularies as ``embeddings_<i>`` tensors ``[K + 1, D]`` with their names in the metadata."""
+def save_class_embeddings(path: Path, vocabularies: Mapping[tuple[str, ...], Tensor], text_state: str = "") -> None:
+    """Write vocabularies as ``embeddings_<i>`` tensors ``[K + 1, D]`` with their names and the text-encoder state
+    they were computed with (``SEEMModel.text_state_hash``) in the metadata."""
     from safetensors.torch import save_file
 
     tensors = {f"embeddings_{i}": e.detach().float().cpu().contiguous() for i, e in enumerate(vocabularies.values())}
-    save_file(tensors, str(path), metadata={"names": json.dumps([list(n) for n in vocabularies])})
+    meta = {"names": json.dumps([list(n) for n in vocabularies]), "text_state": text_state}
+    save_file(tensors, str(path), metadata=meta)
 
 
-def load_class_embeddings(path: Path) -> dict[tuple[str, ...], Tensor]:
-    """Read ``save_class_embeddings``'s file; raises ``CheckpointError`` naming the file when it is malformed."""
+def load_class_embeddings(path: Path) -> tuple[dict[tuple[str, ...], Tensor], str]:
+    """Read ``save_class_embeddings``'s file → (vocabularies, text state); raises ``CheckpointError`` naming the file
+    when it is malformed."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        names = json.loads((f.metadata() or {}).get("names", "null"))
+        meta = f.metadata() or {}
+        state = str(meta.get("text_state", ""))
+        names = json.loads(meta.get("names", "null"))
         if not isinstance(names, list) or set(f.keys()) != {f"embeddings_{i}" for i in range(len(names))}:
             raise CheckpointError(f"{path}: not a class-embeddings file (names and embeddings_<i> tensors)")
         out = {tuple(n): f.get_tensor(f"embeddings_{i}") for i, n in enumerate(names)}
@@ -80,7 +85,7 @@ def load_class_embeddings(path: Path) -> dict[tuple[str, ...], Tensor]:
             raise CheckpointError(
                 f"{path}: embeddings of {len(n)} classes must be [{len(n) + 1}, D], got {tuple(e.shape)}"
             )
-    return out
+    return out, state
 
 
 def build_text_encoder(cfg: TextEncoderConfig) -> TextEncoder | MiniLMTextEncoder:
@@ -120,7 +125,20 @@ class SEEMModel(nn.Module):
         self.decoder = SEEMDecoder(config.decoder)
         self.builtin_class_embeddings: dict[tuple[str, ...], Tensor] = {}
         """Class embeddings shipped with the weights (class names → ``[K + 1, D]``, background last), so that a
-        model whose text encoder is an optional package still labels masks with its own vocabulary."""
+        model whose text encoder is an optional package still labels masks with its own vocabulary. Valid while
+        ``text_state_hash()`` equals ``builtin_text_state`` (training the text projection makes them stale)."""
+        self.builtin_text_state = ""
+
+    def text_state_hash(self) -> str:
+        """sha256 of the text encoder's state dict (for MiniLM: the projection and logit scale only)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(self.text_encoder.state_dict().items()):
+            t = v.detach().to("cpu").float().contiguous().reshape(-1)
+            h.update(f"{k}|{tuple(v.shape)}\n".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
 
     # ------------------------------------------------------------------------------------------------
     # inference building blocks
@@ -251,7 +269,7 @@ class SEEMModel(nn.Module):
         out = save_native(out_dir, FAMILY, self.config.to_dict(), self.state_dict())
         shipped = Path(out_dir) / CLASS_EMBEDDINGS_FILE
         if self.builtin_class_embeddings:
-            save_class_embeddings(shipped, self.builtin_class_embeddings)
+            save_class_embeddings(shipped, self.builtin_class_embeddings, self.builtin_text_state)
         else:
             shipped.unlink(missing_ok=True)  # never leave another model's vocabulary behind
         return out
@@ -269,7 +287,7 @@ class SEEMModel(nn.Module):
         model.load_state_dict(sd, strict=True)
         shipped = Path(path) / CLASS_EMBEDDINGS_FILE
         if shipped.is_file():
-            model.builtin_class_embeddings = load_class_embeddings(shipped)
+            model.builtin_class_embeddings, model.builtin_text_state = load_class_embeddings(shipped)
             dim = model.config.text.proj_dim
             bad = [n for n, e in model.builtin_class_embeddings.items() if e.shape[1] != dim]
             if bad:
