@@ -8,6 +8,7 @@ with random weights (masks are noise-like; the tests check rules and official de
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -372,6 +373,27 @@ def test_seem_clicks_one_mask_each(seem_v1) -> None:
     assert any(r["label"] is not None for r in labelled)
 
 
+def test_seem_levels_rank_each_clicks_queries_by_area(seem_v1) -> None:
+    img = SEEM_PARITY_DIR / "images" / "coffee_original.png"
+    kw = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+    trace: list[dict] = []
+    recs = AutomaticMaskGenerator(seem_v1, levels=(1, 3), **kw).generate(img, trace=trace)
+    assert len(trace[0]["keep"]) == 18  # 9 clicks x 2 levels
+    by_click: dict[tuple, dict[int, int]] = {}
+    for r in recs:
+        assert r["level"] in (1, 3)
+        by_click.setdefault(tuple(r["point_coords"][0]), {})[r["level"]] = r["area"]
+    assert len(by_click) == 9
+    # level 1 is the click's largest query mask, level 3 its smallest (areas at the model's stride-4 grid, so
+    # compare loosely at the original size)
+    assert all(a[1] >= a[3] * 0.98 for a in by_click.values() if len(a) == 2)
+    assert any(a[1] > a[3] for a in by_click.values() if len(a) == 2)
+    demo = copy.deepcopy(seem_v1)
+    demo.config.decoder.variant = "demo"
+    with pytest.raises(ValueError, match="several queries per prompt"):
+        SEEMGridAdapter(demo, levels=(1,))
+
+
 def test_seem_demo_variant_one_click_per_call() -> None:
     from seem.models.seem_model import SEEMModel
 
@@ -450,8 +472,8 @@ def test_bad_inputs_raise_clear_errors(ssam: SemanticSAM, seem_v1) -> None:
         AutomaticMaskGenerator(ssam, class_names=["cat"])
     with pytest.raises(ValueError, match="crop_n_layers=0"):
         AutomaticMaskGenerator.official_semantic_sam(ssam, crop_n_layers=1)
-    with pytest.raises(ValueError, match="Semantic-SAM only"):
-        AutomaticMaskGenerator(seem_v1, levels=(1, 3))
+    with pytest.raises(ValueError, match=r"1\.\.3"):
+        AutomaticMaskGenerator(seem_v1, levels=(1, 5))  # the parity model has 3 queries per prompt
     with pytest.raises(ValueError, match="needs a SemanticSAM"):
         AutomaticMaskGenerator(seem_v1, official=True)
     with pytest.raises(TypeError, match="SemanticSAM or SEEMModel"):

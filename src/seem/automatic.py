@@ -38,8 +38,10 @@ Model families (the adapter interface below; add a family by subclassing ``GridA
   class sigmoid; vocabulary: the model's stored table, ``class_names`` / ``part_names`` or ``set_vocabulary``. The
   released checkpoints have untrained heads: labels are None with the reason.
 - ``SEEMModel``: every click becomes one spatial prompt, a 3x3 pixel square (the official click rasterisation), and
-  yields the single mask the model selects for it; **levels do not apply** (a SEEM model answers with one level;
-  records have ``level=None``). SEEM has no IoU head: the score is the mask's confidence, the mean sigmoid of its
+  by default yields the single mask the model selects for it (records have ``level=None``). With ``levels`` other
+  than all six, a v1 model with several queries per prompt (the default model: its 6 granularity levels) yields, per
+  click, its queries' masks at those levels, ranked by area (level 1 = the largest region; records carry the level).
+  SEEM has no IoU head: the score is the mask's confidence, the mean sigmoid of its
   stride-4 logits inside the mask (SEEM's own mask score), so ``pred_iou_thresh`` filters on that. v1 models take up
   to ``max_spatial_len // 9`` (56) clicks per decoder call, so that no click loses prompt pixels to the shared sampling
   budget and results do not depend on batching (the deterministic default draws are used); demo-variant models take
@@ -590,7 +592,9 @@ class SEEMGridAdapter(GridAdapter):
     family = "seem"
     short_side = SEEM_SHORT_SIDE
 
-    def __init__(self, model: Any, class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, model: Any, class_names: Sequence[str] | None = None, levels: Sequence[int] | None = None
+    ) -> None:
         from seem.models.seem_model import SEEMModel
 
         if not isinstance(model, SEEMModel):
@@ -598,6 +602,15 @@ class SEEMGridAdapter(GridAdapter):
         self.model = model.eval()
         dec = model.config.decoder
         self.variant = dec.variant
+        self.levels: tuple[int, ...] | None = None
+        if levels is not None:
+            q = dec.queries_per_prompt
+            if dec.variant != "v1" or q < 2:
+                raise ValueError("granularity levels need a v1 SEEM model with several queries per prompt")
+            lv = tuple(int(x) for x in levels)
+            if not lv or any(not 1 <= x <= q for x in lv) or len(set(lv)) != len(lv):
+                raise ValueError(f"levels must be distinct integers in 1..{q} (1 = coarsest), got {list(levels)}")
+            self.levels = tuple(sorted(lv))
         self.max_points_per_call = max(1, min(dec.max_spatial_len) // 9) if self.variant == "v1" else 1
         self.class_names: list[str] | None = None
         self.vocab: Tensor | None = None
@@ -648,6 +661,8 @@ class SEEMGridAdapter(GridAdapter):
         if self.features is None:
             raise RuntimeError("set_image() first")
         lowres: list[Tensor] = []
+        point_index: list[Tensor] = []
+        level_ids: list[Tensor] = []
         labels: list[str | None] = []
         label_scores: list[float | None] = []
         step = self.max_points_per_call
@@ -660,10 +675,16 @@ class SEEMGridAdapter(GridAdapter):
             if self.variant == "v1":
                 sel = out.spatial_selection
                 assert sel is not None and out.final.spatial is not None
-                lowres.append(sel.prev_mask)
+                if self.levels is None:
+                    rows, chosen = sel.query_index, sel.prev_mask
+                else:
+                    rows, chosen, lv = self._level_rows(out.final.spatial, len(points_rel[s : s + step]))
+                    point_index.append(lv[0] + s)
+                    level_ids.append(lv[1])
+                lowres.append(chosen)
                 cls = out.final.spatial.class_logits
                 if cls is not None:
-                    prob, idx = cls[0, sel.query_index].float().softmax(-1).max(-1)
+                    prob, idx = cls[0, rows].float().softmax(-1).max(-1)
                     labels.extend(self._label(int(i)) for i in idx.tolist())
                     label_scores.extend(
                         self._score(int(i), float(p)) for i, p in zip(idx.tolist(), prob.tolist(), strict=True)
@@ -682,14 +703,31 @@ class SEEMGridAdapter(GridAdapter):
         inside = logits > 0
         conf = (logits.sigmoid() * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1)
         n = logits.shape[0]
+        dev = logits.device
         return GridProposals(
             lowres=logits,
             scores=conf.float(),
-            point_index=torch.arange(n, device=logits.device),
-            levels=torch.zeros(n, dtype=torch.long, device=logits.device),
+            point_index=torch.cat(point_index).to(dev) if point_index else torch.arange(n, device=dev),
+            levels=torch.cat(level_ids).to(dev) if level_ids else torch.zeros(n, dtype=torch.long, device=dev),
             labels=labels if self.vocab is not None else None,
             label_scores=label_scores if self.vocab is not None else None,
         )
+
+    def _level_rows(self, spatial: Any, n: int) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """The requested levels of each of ``n`` clicks: every click's queries ranked by mask area (level 1 = the
+        largest). Returns (query rows, their stride-4 logits, (click index, level) per row)."""
+        assert self.levels is not None
+        q = self.model.config.decoder.queries_per_prompt
+        allrows = torch.arange(n * q)
+        logits = spatial.mask_logits_of(0, allrows)  # [n*q, H4, W4]
+        area = (logits > 0).flatten(1).sum(1).view(n, q)
+        order = torch.sort(area, dim=1, descending=True, stable=True).indices  # [n, q]: level k → query
+        pick = torch.tensor([lv - 1 for lv in self.levels], device=order.device)
+        query = order[:, pick]  # [n, L]
+        rows = (torch.arange(n, device=order.device)[:, None] * q + query).flatten()
+        clicks = torch.arange(n)[:, None].expand(n, len(self.levels)).flatten()
+        levels = torch.tensor(self.levels)[None].expand(n, -1).flatten()
+        return rows, logits[rows], (clicks, levels)
 
     def _label(self, i: int) -> str | None:
         assert self.class_names is not None
@@ -735,12 +773,8 @@ def grid_adapter_for(
     if part_names is not None:
         raise ValueError("part_names: SEEM models have no part classifier (part labels need Semantic-SAM)")
     if isinstance(model_or_predictor, SEEMModel):
-        if levels is not None and tuple(levels) != ALL_LEVELS:
-            raise ValueError(
-                "granularity levels apply to Semantic-SAM only: a SEEM model answers each click with one mask "
-                "(leave levels at the default)"
-            )
-        return SEEMGridAdapter(model_or_predictor, class_names=class_names)
+        chosen = None if levels is None or tuple(levels) == ALL_LEVELS else levels  # default: the selected mask
+        return SEEMGridAdapter(model_or_predictor, class_names=class_names, levels=chosen)
     raise TypeError(
         "AutomaticMaskGenerator needs a SemanticSAM or SEEMModel (see seem.load), a GranularityPredictor or a "
         f"GridAdapter, got {type(model_or_predictor).__name__}"

@@ -137,7 +137,7 @@ def run_everything(args: argparse.Namespace) -> int:
     info = {
         "model": str(args.model) if args.model is not None else "default",
         "family": gen.adapter.family,
-        "levels": list(gen.levels) if gen.levels is not None and gen.adapter.family == "semantic_sam" else None,
+        "levels": list(getattr(gen.adapter, "levels", None) or []) or None,
         "points_per_side": args.points_per_side,
         "official": bool(args.official),
         "label_reason": gen.label_reason,
@@ -166,8 +166,9 @@ def add_everything_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--levels",
         default=None,
-        help="Semantic-SAM granularity levels, comma-separated, 1 = coarsest ... 6 = finest (default: all six); "
-        "SEEM models answer each click with one mask and take no levels",
+        help="granularity levels, comma-separated, 1 = coarsest ... 6 = finest. Semantic-SAM: default all six; the "
+        "default model (6 levels per click): default the mask it selects per click, or the levels given here; "
+        "official SEEM checkpoints answer each click with one mask",
     )
     p.add_argument("--points-per-side", type=int, default=32, help="grid clicks per side (default 32)")
     p.add_argument("--points-per-batch", type=int, default=None, help="clicks per model call (default 64)")
