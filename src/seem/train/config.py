@@ -180,6 +180,8 @@ class PromptConfig:
             after the usual Hungarian selection, the regions enclosing the target are Hungarian-matched to the
             other queries (``enclosing_targets``): the recipe of a model
             whose queries per prompt are granularity levels (the default model). Off in the official recipe.
+        fixed_queries: give every prompt the same spatial queries in every step (the inference rule) even with
+            ``random_draws``; None = whenever ``level_targets`` is set (a query must keep its level).
 
     Semantic-SAM (``sample_granularity_clicks``):
         n_clicks: clicks per image (official ``MAX_NUM_INSTANCE`` 60); max_targets: masks per click (6).
@@ -198,6 +200,7 @@ class PromptConfig:
     random_draws: bool = True
     max_phrases: int = 10
     level_targets: Literal["matched", "ordered"] | None = None
+    fixed_queries: bool | None = None
     n_clicks: int = 60
     max_targets: int = 6
     click_box_half_size: float = 3.0

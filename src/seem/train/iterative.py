@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seem.models.config import SEEMDecoderConfig
+from seem.models.seem_attention import default_spatial_query_indices
 from seem.models.seem_types import DecoderDraws, DecoderInputs, ImageFeatures, SpatialPrompts
 from seem.train.simulate import TrainPrompts, add_corrective_clicks
 
@@ -56,6 +57,7 @@ def random_decoder_draws(
     *,
     with_memory: bool,
     generator: torch.Generator,
+    fixed_queries: bool = False,
 ) -> DecoderDraws:
     """The official training draws of one v1 decoder call, from ``generator``.
 
@@ -64,6 +66,8 @@ def random_decoder_draws(
     - ``prompt_pixels``: for each sampling role, ``min(budget, pixels)`` distinct pixels of the whole mask stack,
       uniformly, sorted (official ``multinomial(...).sort()``; budgets ``max_spatial_len``: the pooled roles use the
       last, level ``l`` uses entry ``l``);
+      ``fixed_queries``: the inference rule instead (``default_spatial_query_indices``: query ``j`` of every prompt
+      is the same object query), which a model whose queries are granularity levels needs to learn them;
     - ``memory_slots`` (only ``with_memory``): per layer, ``spatial_memories`` prompt indices drawn uniformly with
       replacement, sorted.
     """
@@ -73,6 +77,8 @@ def random_decoder_draws(
     k = cfg.queries_per_prompt
     g = generator
     sqi = torch.randint(0, cfg.num_queries, (k * n,), generator=g, device=g.device).cpu()
+    if fixed_queries:  # query j of every prompt is the same object query, as at inference (granularity levels)
+        sqi = default_spatial_query_indices(cfg.num_queries, n, k)
     counts = {"pos": int(pos.sum()), "neg": 0 if neg is None else int(neg.sum())}
     budgets = {"pooled": cfg.max_spatial_len[-1], **{f"level{i}": cfg.max_spatial_len[i] for i in range(3)}}
     pixels: dict[str, Tensor] = {}

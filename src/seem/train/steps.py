@@ -238,6 +238,8 @@ class SEEMTrainStep(nn.Module):
         targets: list[SeemTargets] = []
         info = {"rounds": float(ctx.n_rounds), "prompts": 0.0, "phrases": 0.0, "clicks": 0.0}
         dcfg = m.config.decoder
+        # with granularity levels, level j must be the same query in every step (and at inference)
+        fixed = pc.fixed_queries if pc.fixed_queries is not None else pc.level_targets is not None
         for i, s in enumerate(b.samples):
             feats = ImageFeatures([t[i : i + 1] for t in ms], mf[i : i + 1], canvas)
             masks = s.masks.to(dev)
@@ -248,7 +250,9 @@ class SEEMTrainStep(nn.Module):
                 if bool(prompts.valid.any()):
 
                     def draws(sp: Any, mem: bool) -> Any:
-                        return random_decoder_draws(dcfg, sp, with_memory=mem, generator=ctx.generator)
+                        return random_decoder_draws(
+                            dcfg, sp, with_memory=mem, generator=ctx.generator, fixed_queries=fixed
+                        )
 
                     rounds = run_corrective_rounds(
                         m.decode, feats, prompts, ctx.n_rounds, draws=draws if pc.random_draws else None
@@ -280,7 +284,9 @@ class SEEMTrainStep(nn.Module):
                 continue
             draws_now = None
             if spatial is not None and pc.random_draws:
-                draws_now = random_decoder_draws(dcfg, spatial, with_memory=prev is not None, generator=ctx.generator)
+                draws_now = random_decoder_draws(
+                    dcfg, spatial, with_memory=prev is not None, generator=ctx.generator, fixed_queries=fixed
+                )
             out = m.decode(
                 DecoderInputs(
                     feats,
