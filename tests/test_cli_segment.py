@@ -98,9 +98,13 @@ def test_panoptic_writes_coco_files(model_dir: Path, tmp_path: Path, capsys) -> 
     assert [s["id"] for s in segs] == [i["id"] for i in infos]
 
 
-def test_errors_leave_no_output(model_dir: Path, image: Path, tmp_path: Path, capsys) -> None:
+def test_errors_leave_no_output(model_dir: Path, image: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import seem.loading
+
     out = tmp_path / "out"
-    rc = main(["segment", str(image), "--out", str(out), "--point", "10,10"])
+    with monkeypatch.context() as mp:  # an installation without the shipped default model
+        mp.setattr(seem.loading, "DEFAULT_MODEL_DIR", tmp_path / "no-default")
+        rc = main(["segment", str(image), "--out", str(out), "--point", "10,10"])
     err = capsys.readouterr().err
     assert rc == 2 and "no default model" in err and "seem convert" in err
     rc = main(["segment", str(image), "--model", str(model_dir), "--out", str(out), "--point", "900,10"])

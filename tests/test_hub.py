@@ -102,11 +102,16 @@ def test_load_registered_name_downloads_and_converts(server, cache: Path, monkey
     assert torch.equal(model.decoder.query_feat.weight, official["sem_seg_head.predictor.query_feat.weight"])
 
 
-def test_load_paths_and_errors(tmp_path: Path):
+def test_load_paths_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from test_checkpoints import tiny_config
+
+    import seem.loading
 
     SEEMModel(tiny_config()).save_pretrained(tmp_path / "tiny")
     assert isinstance(load(tmp_path / "tiny"), SEEMModel)
+    assert load().config.name == "seem-default"  # the shipped default model
+    # an installation without it (e.g. a package built without weights) says what to pass
+    monkeypatch.setattr(seem.loading, "DEFAULT_MODEL_DIR", tmp_path / "no-default")
     with pytest.raises(ValueError, match="no default model"):
         load()
     with pytest.raises(FileNotFoundError, match="registered names"):

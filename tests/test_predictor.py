@@ -358,8 +358,12 @@ def test_errors_are_clear(grabcut: tuple[Segmenter, dict[str, Any]], model: SEEM
         seg.segment(PromptSet(points=Points([[5, 5]]), reference=ref))
     with pytest.raises(RuntimeError, match="set_image"):
         Segmenter(model).segment(PromptSet(points=Points([[1, 1]])))
-    with pytest.raises(ModelNotFoundError, match="no default model"):
-        resolve_model(None)
+    import seem.loading
+
+    with pytest.MonkeyPatch.context() as mp:  # an installation without the shipped default model
+        mp.setattr(seem.loading, "DEFAULT_MODEL_DIR", Path("/nonexistent/default-model"))
+        with pytest.raises(ModelNotFoundError, match="no default model"):
+            resolve_model(None)
     with pytest.raises(ModelNotFoundError, match="not found"):
         resolve_model("/nonexistent/seem.pt")
     session = InteractiveSession(seg)
