@@ -219,6 +219,19 @@ def check_token_ids(
         raise ValueError(f"{who}: attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {got}")
 
 
+def check_class_names(class_names: Sequence[str], chunk_size: int) -> None:
+    """``class_embeddings``' argument checks: a non-empty list of str and ``chunk_size >= 1``."""
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(f"class_embeddings: class_names must be a list of str, got {type(class_names).__name__}")
+    if len(class_names) == 0:
+        raise ValueError("class_embeddings: class_names is empty")
+    bad = [i for i, n in enumerate(class_names) if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"class_embeddings: class name {bad[0]} is {type(class_names[bad[0]]).__name__}, not str")
+    if chunk_size < 1:
+        raise ValueError(f"class_embeddings: chunk_size must be >= 1, got {chunk_size}")
+
+
 class TextEncoding(NamedTuple):
     """Result of ``TextEncoder.encode_text``."""
 
@@ -307,15 +320,7 @@ class TextEncoder(nn.Module):
         Returns:
             ``[K + 1, P]`` unit-norm class embeddings, ``"background"`` last (``[K, P]`` without it).
         """
-        if isinstance(class_names, str) or not isinstance(class_names, Sequence):
-            raise TypeError(f"class_embeddings: class_names must be a list of str, got {type(class_names).__name__}")
-        if len(class_names) == 0:
-            raise ValueError("class_embeddings: class_names is empty")
-        bad = [i for i, n in enumerate(class_names) if not isinstance(n, str)]
-        if bad:
-            raise TypeError(f"class_embeddings: class name {bad[0]} is {type(class_names[bad[0]]).__name__}, not str")
-        if chunk_size < 1:
-            raise ValueError(f"class_embeddings: chunk_size must be >= 1, got {chunk_size}")
+        check_class_names(class_names, chunk_size)
         names = [strip_class_name(n) for n in class_names] + ([BACKGROUND] if add_background else [])
         prompts = [t.format(n) for n in names for t in PROMPT_TEMPLATES]
         input_ids, attention_mask = self.tokenizer(prompts, context_length=self.cfg.context_length)

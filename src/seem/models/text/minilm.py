@@ -34,6 +34,7 @@ from seem.models.text.encoder import (
     BACKGROUND,
     TextEncoding,
     _normalize,
+    check_class_names,
     check_token_ids,
     class_logits,
     vl_similarity,
@@ -223,18 +224,6 @@ class _Frozen:
         return {"bert": None, "tokenizer": None}
 
 
-def _check_class_names(class_names: Sequence[str], chunk_size: int) -> None:
-    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
-        raise TypeError(f"class_embeddings: class_names must be a list of str, got {type(class_names).__name__}")
-    if len(class_names) == 0:
-        raise ValueError("class_embeddings: class_names is empty")
-    bad = [i for i, n in enumerate(class_names) if not isinstance(n, str)]
-    if bad:
-        raise TypeError(f"class_embeddings: class name {bad[0]} is {type(class_names[bad[0]]).__name__}, not str")
-    if chunk_size < 1:
-        raise ValueError(f"class_embeddings: chunk_size must be >= 1, got {chunk_size}")
-
-
 # ------------------------------------------------------------------------------------------------ encoder
 class MiniLMTextEncoder(nn.Module):
     """Frozen all-MiniLM-L6-v2 + a trainable projection; the interface of ``TextEncoder``.
@@ -386,7 +375,7 @@ class MiniLMTextEncoder(nn.Module):
         Returns:
             ``[K + 1, P]`` unit-norm class embeddings, ``"background"`` last (``[K, P]`` without it).
         """
-        _check_class_names(class_names, chunk_size)
+        check_class_names(class_names, chunk_size)
         names = [strip_class_name(n) for n in class_names] + ([BACKGROUND] if add_background else [])
         prompts = [t.format(n) for n in names for t in PROMPT_TEMPLATES]
         input_ids, attention_mask = self.tokenize(prompts)
