@@ -24,15 +24,20 @@ from seem.eval.sam_onnx import SamOnnxPredictor, preprocess_shape  # noqa: E402
 from seem.export.cli import add_export_parser  # noqa: E402
 from seem.export.onnx import DECODER_INPUT_NAMES, DECODER_OUTPUT_NAMES, load_metadata  # noqa: E402
 from seem.export.seem_onnx import (  # noqa: E402
+    TEXT_DECODER_INPUT_NAMES,
+    TEXT_DECODER_OUTPUT_NAMES,
     SEEMOnnxDecoder,
     SEEMOnnxEncoder,
+    SEEMOnnxTextDecoder,
     export_seem_onnx,
     layout_for,
+    text_inputs,
     torch_seem_sam_predictor,
 )
 from seem.models.config import from_official_yaml, named_config  # noqa: E402
+from seem.models.postprocess import sem_seg_postprocess  # noqa: E402
 from seem.models.seem_model import SEEMModel  # noqa: E402
-from seem.models.seem_types import ImageFeatures  # noqa: E402
+from seem.models.seem_types import DecoderInputs, ImageFeatures  # noqa: E402
 from seem.models.visual_sampler import default_pixel_selection  # noqa: E402
 from seem.predictor import Segmenter  # noqa: E402
 
@@ -297,7 +302,7 @@ def test_cli_exports_seem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     args = _cli([str(pt), "--config", yaml, "--out", str(tmp_path), "--image-size", "128", "--quantize"])
     assert args.func(args) == 0
     written = {p.name for p in tmp_path.iterdir()}
-    assert written >= {"encoder.onnx", "decoder.onnx", "seem_onnx.json", "prompt_int8.onnx"}
+    assert written >= {"encoder.onnx", "decoder.onnx", "text_prompt.onnx", "seem_onnx.json", "prompt_int8.onnx"}
     assert "decoder.onnx" in capsys.readouterr().out
     img = _rgb(PHOTOS / "chelsea.jpg")
     for dec in ("decoder.onnx", "prompt_int8.onnx"):
@@ -308,3 +313,77 @@ def test_cli_exports_seem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad = _cli([str(pt), "--config", yaml, "--out", str(tmp_path / "x"), "--image-size", "100"])
     with pytest.raises(SystemExit, match="multiple of 32"):
         bad.func(bad)
+
+
+# ---- referring text (text_prompt.onnx)
+
+
+def test_text_decoder_matches_pytorch_grounding(model: SEEMModel, exported: dict[str, Path]) -> None:
+    """(f) ``text_prompt.onnx`` in onnxruntime, text from the model's own CLIP text encoder, equals
+    ``SEEMModel.decode`` with a ``GroundingPrompt`` (what ``Segmenter.segment_text`` runs) on the same canvas: the
+    same selected query, its low-res logits and score, and the official grounding post-processing.
+
+    Measured (parity model, coffee photo, S = 256): low-res logits and masks within 1.2e-5 relative, ORT vs the
+    PyTorch wrapper within 1e-6."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    enc = ort.InferenceSession(str(exported["encoder"]), sess_options=opts)
+    dec = ort.InferenceSession(str(exported["text_decoder"]), sess_options=opts)
+    assert tuple(i.name for i in dec.get_inputs()) == TEXT_DECODER_INPUT_NAMES
+    assert tuple(o.name for o in dec.get_outputs()) == TEXT_DECODER_OUTPUT_NAMES
+    meta = load_metadata(exported["metadata"].parent)
+    assert meta["text_decoder"]["file"] == exported["text_decoder"].name == "text_prompt.onnx"
+    pre = torch_seem_sam_predictor(model, S)
+    photo = _rgb(PHOTOS / "coffee.jpg")
+    small = np.asarray(Image.fromarray(photo).resize((150, 100), Image.Resampling.BILINEAR))  # downscaled output
+    for img, phrase in ((photo, "a cup of coffee"), (small, "the wooden table")):
+        hw = img.shape[:2]
+        nh, nw = preprocess_shape(*hw, S)
+        x = pre.preprocess(img)
+        emb = enc.run(None, {"image": x})[0]
+        feeds = {"image_embeddings": emb, **text_inputs(model, phrase), "orig_im_size": np.asarray(hw, np.float32)}
+        assert feeds["text_tokens"].shape[2] == 64 and feeds["text_embedding"].shape == (1, 64)
+        masks, scores, low = dec.run(None, feeds)
+        assert masks.shape == (1, 1, *hw) and scores.shape == (1, 1) and low.shape == (1, 1, S // 4, S // 4)
+        with torch.no_grad():
+            pix = model.pixel_decoder(model.backbone(torch.from_numpy(x)))
+            feats = ImageFeatures(list(pix.multi_scale_features), pix.mask_features, (S, S))
+            out = model.decode(DecoderInputs(feats, grounding=model.encode_phrases([phrase]), object_queries=False))
+            sel = out.grounding_selection
+            assert sel is not None and out.final.grounding is not None
+            all_low = out.final.grounding.mask_logits[0]  # [N, S/4, S/4]
+            ref_masks = sem_seg_postprocess(sel.mask_logits[:1], (S, S), (nh, nw), hw)
+        q = int(sel.query_index[0])
+        err = [rel_err(low[0, 0], all_low[j]) for j in range(all_low.shape[0])]
+        assert int(np.argmin(err)) == q and err[q] < TOL  # the same selected query, the same logits
+        np.testing.assert_allclose(scores[0, 0], float(sel.scores[q, 0]), rtol=1e-5)
+        assert rel_err(masks[0], ref_masks) < TOL
+
+
+def test_text_decoder_shapes_and_errors(model: SEEMModel, exported: dict[str, Path]) -> None:
+    """Token count is dynamic; a wrong ``text_tokens`` width is rejected (ONNX and PyTorch), as is an empty phrase."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    dec = ort.InferenceSession(str(exported["text_decoder"]), sess_options=opts)
+    shapes = {i.name: i.shape for i in dec.get_inputs()}
+    assert isinstance(shapes["text_tokens"][1], str) and shapes["text_tokens"][2] == 64
+    emb = np.zeros(shapes["image_embeddings"], np.float32)
+    hw = np.asarray([S, S], np.float32)
+    bad = np.zeros((1, 4, 32), np.float32)
+    with pytest.raises(Exception, match="text_tokens"):
+        dec.run(
+            None,
+            {
+                "image_embeddings": emb,
+                "text_tokens": bad,
+                "text_embedding": np.ones((1, 64), np.float32),
+                "orig_im_size": hw,
+            },
+        )
+    torch_dec = SEEMOnnxTextDecoder(model, layout_for(model, S))
+    with pytest.raises(ValueError, match=r"text_tokens must be \[1, L, 64\]"):
+        torch_dec(torch.from_numpy(emb), torch.from_numpy(bad), torch.ones(1, 64), torch.from_numpy(hw))
+    with pytest.raises(ValueError, match="text_embedding"):
+        torch_dec(torch.from_numpy(emb), torch.zeros(1, 4, 64), torch.ones(1, 32), torch.from_numpy(hw))
+    with pytest.raises(ValueError, match="phrase"):
+        text_inputs(model, " ")

@@ -21,6 +21,14 @@ draws them (3 x 3 click squares, the box's pixel centres), the prompt pixels are
 deterministic evenly spaced rule of ``seem.models.visual_sampler.default_pixel_selection`` (one prompt), and the
 v1 decoder runs its fast path on the spatial queries (and the memory rows). See ``docs/onnx.md`` for the (few)
 differences from ``Segmenter.predict``.
+
+- **text decoder** (``text_prompt.onnx``, optional referring text; ``decoder.onnx`` is unchanged):
+  ``image_embeddings [1, C, T]``, ``text_tokens [1, L, D]`` (one phrase's token embeddings, L dynamic),
+  ``text_embedding [1, P]`` (its pooled embedding), ``orig_im_size [2]`` → ``masks [1, 1, H, W]`` (logits at the
+  original size, the official grounding post-processing), ``scores [1, 1]`` (the grounding selection score,
+  ``vl_similarity``), ``low_res_masks [1, 1, S/4, S/4]``: the v1 grounding queries with the text tokens, and the
+  selected query (``SEEMModel.decode`` with a ``GroundingPrompt``; ``Segmenter.segment_text`` for one phrase).
+  Text encoding stays in Python: ``text_inputs(model, phrase)``.
 """
 
 from __future__ import annotations
@@ -59,16 +67,25 @@ from seem.models.seem_types import ImageFeatures
 
 __all__ = [
     "BOX_EDGE_EPS",
+    "TEXT_DECODER_FILE",
+    "TEXT_DECODER_INPUT_NAMES",
+    "TEXT_DECODER_OUTPUT_NAMES",
     "SEEMEmbeddingLayout",
     "SEEMOnnxDecoder",
     "SEEMOnnxEncoder",
+    "SEEMOnnxTextDecoder",
     "TorchSeemSamPredictor",
     "check_exportable",
     "export_seem_onnx",
     "image_tensors",
     "layout_for",
+    "text_inputs",
     "torch_seem_sam_predictor",
 ]
+
+TEXT_DECODER_FILE = "text_prompt.onnx"
+TEXT_DECODER_INPUT_NAMES = ("image_embeddings", "text_tokens", "text_embedding", "orig_im_size")
+TEXT_DECODER_OUTPUT_NAMES = ("masks", "scores", "low_res_masks")
 
 BOX_EDGE_EPS = 1e-4
 """Box edges: canvas pixel ``u`` is inside when its centre lies in the box, ``ceil(edge - 0.5 - eps)`` (pixel units;
@@ -465,6 +482,154 @@ class SEEMOnnxDecoder(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# the text (grounding) decoder
+
+
+def _aa_bicubic_matrix(n_out: Tensor, n_in: Tensor, width: int) -> Tensor:
+    """Weights ``[n_out, width]`` of PyTorch's ``interpolate(mode="bicubic", antialias=True, align_corners=False)``
+    from ``n_in <= width`` input pixels (columns ``>= n_in`` get weight 0) to ``n_out`` (traceable, sizes dynamic).
+
+    PIL-style separable filter (cubic with ``a = -0.5``, support ``2 max(1, n_in / n_out)``, window clipped to the
+    input, rows normalised), as ``_upsample_bicubic2d_aa`` builds it.
+    """
+    scale = n_in.to(torch.float32) / n_out.to(torch.float32)
+    support = 2.0 * torch.clamp(scale, min=1.0)
+    inv = 1.0 / torch.clamp(scale, min=1.0)
+    i = torch.arange(n_out.to(torch.int64), dtype=torch.float32)  # type: ignore[call-overload]
+    centre = scale * (i + 0.5)
+    j = torch.arange(width, dtype=torch.float32)
+    lo = torch.clamp(torch.floor(centre - support + 0.5), min=0.0)
+    hi = torch.minimum(torch.floor(centre + support + 0.5), n_in.to(torch.float32))
+    x = ((j[None] - centre[:, None] + 0.5) * inv[None]).abs()  # [n_out, width]
+    a = -0.5
+    w = torch.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0, (((x - 5.0) * x + 8.0) * x - 4.0) * a)
+    inside = (x < 2.0) & (j[None] >= lo[:, None]) & (j[None] < hi[:, None])
+    w = torch.where(inside, w, torch.zeros_like(w))
+    return w / w.sum(1, keepdim=True)
+
+
+class SEEMOnnxTextDecoder(nn.Module):
+    """Referring-text decoder of a SEEM v1 model over the packed embedding (``text_prompt.onnx``).
+
+    ``SEEMModel.decode`` with a ``GroundingPrompt`` of one phrase and no other prompt (``Segmenter.segment_text``):
+    ``N`` grounding queries (copies of the initial object queries) cross-attend to the image, masked by their
+    previous prediction, and self-attend together with the phrase's tokens (which persist across layers, their
+    positional embedding the initial tokens); the query with the highest ``vl_similarity`` of its caption to the
+    phrase embedding is selected (official ``evaluate_grounding``).
+
+    Inputs: ``image_embeddings [1, C, T]``, ``text_tokens [1, L, D]`` (``GroundingPrompt.tokens`` of one phrase,
+    ``D = hidden_dim``), ``text_embedding [1, P]`` (``GroundingPrompt.phrase_embeddings``, ``P = dim_proj``),
+    ``orig_im_size [2]``. Outputs: ``masks [1, 1, H, W]`` (logits: bilinear to ``S x S``, crop, bicubic with
+    antialias to ``(H, W)``, the official grounding post-processing), ``scores [1, 1]`` (the selection score),
+    ``low_res_masks [1, 1, S/4, S/4]``.
+    """
+
+    up4: Tensor
+
+    def __init__(self, model: SEEMModel, layout: SEEMEmbeddingLayout) -> None:
+        super().__init__()
+        check_exportable(model, layout.image_size)
+        self.dec: SEEMDecoder = model.decoder
+        self.layout = layout
+        self.image_size = layout.image_size
+        self.hidden_dim = self.dec.cfg.hidden_dim
+        self.dim_proj = self.dec.cfg.dim_proj
+        self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100))
+        s4 = layout.side4
+        # bilinear S/4 → S (align_corners=False) as a [S, S/4] matrix (linear in the logits, separable)
+        eye = torch.eye(s4)[None, None]
+        up = F.interpolate(eye, size=(self.image_size, s4), mode="bilinear", align_corners=False)
+        self.register_buffer("up4", up[0, 0], persistent=False)
+
+    def check_inputs(self, text_tokens: Tensor, text_embedding: Tensor) -> None:
+        """``ValueError`` naming a wrong shape (PyTorch side; the ONNX graph checks its input ranks / widths)."""
+        if text_tokens.dim() != 3 or text_tokens.shape[0] != 1 or text_tokens.shape[1] == 0:
+            raise ValueError(f"text_tokens must be [1, L >= 1, {self.hidden_dim}], got {tuple(text_tokens.shape)}")
+        if text_tokens.shape[2] != self.hidden_dim:
+            raise ValueError(
+                f"text_tokens must be [1, L, {self.hidden_dim}] (the decoder's hidden dim), got "
+                f"{tuple(text_tokens.shape)}"
+            )
+        if tuple(text_embedding.shape) != (1, self.dim_proj):
+            raise ValueError(f"text_embedding must be [1, {self.dim_proj}], got {tuple(text_embedding.shape)}")
+
+    def forward(
+        self, image_embeddings: Tensor, text_tokens: Tensor, text_embedding: Tensor, orig_im_size: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        if not torch.jit.is_tracing():
+            self.check_inputs(text_tokens, text_embedding)
+        dec, cfg = self.dec, self.dec.cfg
+        s = self.image_size
+        n_lv = len(self.layout.level_sizes)
+        c = cfg.hidden_dim
+        scale = s / orig_im_size.max()
+        input_hw = torch.floor(0.5 + orig_im_size * scale).to(torch.int64)
+        parts = self.layout.unpack(image_embeddings)
+        mf = parts["mask_features"]
+
+        tok = text_tokens[0]  # [L, D]
+        tok_pos = tok  # fixed positional embedding: the initial tokens
+        n = cfg.num_queries
+        h = dec.query_feat.weight
+        h_pos = dec.query_embed.weight
+        maskembs = dec.mask_embed(dec.decoder_norm(h))
+        q_blocked = (maskembs @ parts["mask_features_level0"].reshape(c, -1)).sigmoid() < 0.5  # [N, h*w]
+        for i in range(cfg.num_layers):
+            blocked = q_blocked & ~q_blocked.all(-1, keepdim=True)
+            cross: CrossAttentionLayer = dec.cross_attention_layer(i)
+            kk, vv = parts[f"key{i}"], parts[f"value{i}"]
+            if cross.pre_norm:
+                h = h + _attend(cross.multihead_attn, cross.norm(h) + h_pos, kk, vv, blocked)
+            else:
+                h = cross.norm(h + _attend(cross.multihead_attn, h + h_pos, kk, vv, blocked))
+            # self-attention: grounding queries and text tokens attend to each other freely
+            x = torch.cat([h, tok])
+            x_pos = torch.cat([h_pos, tok_pos])
+            sa = cast(SelfAttentionLayer, dec.transformer_self_attention_layers[i])
+            if sa.pre_norm:
+                y = sa.norm(x)
+                kp, vp = _project_kv(sa.self_attn, y + x_pos, y)
+                x = x + _attend(sa.self_attn, y + x_pos, kp, vp, None)
+            else:
+                kp, vp = _project_kv(sa.self_attn, x + x_pos, x)
+                x = sa.norm(x + _attend(sa.self_attn, x + x_pos, kp, vp, None))
+            x = cast(FFNLayer, dec.transformer_ffn_layers[i])(x)
+            h, tok = x[:n], x[n:]
+            hn = dec.decoder_norm(h)
+            maskembs = dec.mask_embed(hn)
+            if i + 1 < cfg.num_layers:
+                nxt = parts[f"mask_features_level{(i + 1) % n_lv}"].reshape(c, -1)
+                q_blocked = (maskembs @ nxt).sigmoid() < 0.5
+        captions = dec.decoder_norm(h) @ dec.class_embed
+        cap = captions / (captions.norm(dim=-1, keepdim=True) + 1e-7)
+        txt = text_embedding / (text_embedding.norm(dim=-1, keepdim=True) + 1e-7)
+        sims = self.logit_scale * (cap @ txt.t())[:, 0]  # [N]
+        top, q = torch.topk(sims, 1)
+        s4 = self.layout.side4
+        low = (maskembs[q] @ mf.reshape(c, -1)).reshape(1, 1, s4, s4)
+        hh, ww = orig_im_size[0].to(torch.int64), orig_im_size[1].to(torch.int64)
+        ry = _aa_bicubic_matrix(hh, input_hw[0], s) @ self.up4  # [H, S/4]
+        rx = _aa_bicubic_matrix(ww, input_hw[1], s) @ self.up4  # [W, S/4]
+        masks = (ry @ low[0, 0] @ rx.t())[None, None]
+        return masks, top.reshape(1, 1), low
+
+
+def text_inputs(model: SEEMModel, phrase: str) -> dict[str, Any]:
+    """``text_tokens [1, L, D]`` and ``text_embedding [1, P]`` (float32 numpy) of one ``phrase`` for
+    ``text_prompt.onnx``, from ``model.encode_phrases([phrase])`` (the text encoder is not exported)."""
+    if not isinstance(phrase, str) or not phrase.strip():
+        raise ValueError(f"phrase must be a non-empty string, got {phrase!r}")
+    with torch.no_grad():
+        g = model.encode_phrases([phrase])
+    if g.phrase_embeddings is None:  # pragma: no cover - model contract
+        raise RuntimeError("the text encoder returned no phrase embedding")
+    return {
+        "text_tokens": g.tokens[None].float().cpu().numpy(),
+        "text_embedding": g.phrase_embeddings.float().cpu().numpy(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # export
 
 
@@ -534,7 +699,8 @@ def _dummy_decoder_inputs(image_size: int, emb: Tensor) -> tuple[Tensor, ...]:
 def export_seem_onnx(
     model: SEEMModel, out_dir: str | os.PathLike[str], *, image_size: int = 1024, opset: int = 17
 ) -> dict[str, Path]:
-    """Write ``encoder.onnx``, ``decoder.onnx`` and ``seem_onnx.json`` for a SEEM v1 ``model`` into ``out_dir``.
+    """Write ``encoder.onnx``, ``decoder.onnx``, ``text_prompt.onnx`` and ``seem_onnx.json`` for a SEEM v1 ``model``
+    into ``out_dir`` (``text_prompt.onnx``: referring text, see ``SEEMOnnxTextDecoder``).
 
     Args:
         model: a ``SEEMModel`` with the v1 decoder rules (official ``*_v1`` checkpoints, the default model).
@@ -544,7 +710,7 @@ def export_seem_onnx(
         opset: ONNX opset (>= 17).
 
     Returns:
-        ``{"encoder": path, "decoder": path, "metadata": path}``.
+        ``{"encoder": path, "decoder": path, "text_decoder": path, "metadata": path}``.
 
     Raises:
         TypeError: not a ``SEEMModel``. ValueError: a demo-rules model, ``image_size`` not a positive multiple of
@@ -565,6 +731,24 @@ def export_seem_onnx(
         warnings.simplefilter("ignore")
         emb = enc(x)
         export_encoder_decoder(enc, dec, x, _dummy_decoder_inputs(image_size, emb), enc_path, dec_path, opset)
+        text_dec = SEEMOnnxTextDecoder(model, layout).eval()
+        text_path = out / TEXT_DECODER_FILE
+        cfg_dec = model.config.decoder
+        torch.onnx.export(
+            text_dec,
+            (
+                emb,
+                torch.zeros(1, 5, cfg_dec.hidden_dim),
+                torch.ones(1, cfg_dec.dim_proj),
+                torch.tensor([float(image_size), float(image_size)]),
+            ),
+            str(text_path),
+            input_names=list(TEXT_DECODER_INPUT_NAMES),
+            output_names=list(TEXT_DECODER_OUTPUT_NAMES),
+            dynamic_axes={"text_tokens": {1: "num_tokens"}, "masks": {2: "height", 3: "width"}},
+            opset_version=opset,
+            dynamo=False,
+        )
     _zero_constants_to_shapes(enc_path)
     cfg = model.config
     meta = {
@@ -580,10 +764,18 @@ def export_seem_onnx(
         "opset": opset,
         "scores": "official selection score (mask embedding · pooled prompt embedding), not an IoU; sorted, "
         "index 0 = the selected query",
+        "text_decoder": {
+            "file": TEXT_DECODER_FILE,
+            "inputs": list(TEXT_DECODER_INPUT_NAMES),
+            "outputs": list(TEXT_DECODER_OUTPUT_NAMES),
+            "text_token_dim": cfg.decoder.hidden_dim,
+            "text_embedding_dim": cfg.decoder.dim_proj,
+            "scores": "grounding selection score (vl_similarity of the selected query's caption with the phrase)",
+        },
     }
     meta_path = out / METADATA_FILE
     meta_path.write_text(json.dumps(meta, indent=2))
-    return {"encoder": enc_path, "decoder": dec_path, "metadata": meta_path}
+    return {"encoder": enc_path, "decoder": dec_path, "text_decoder": text_path, "metadata": meta_path}
 
 
 class TorchSeemSamPredictor(SamOnnxPredictor):
