@@ -21,6 +21,7 @@ from seem.train.simulate import (
     click_anchor_boxes,
     corrective_click,
     draw_box,
+    draw_click,
     draw_point,
     draw_polygon,
     jitter_anchor_boxes,
@@ -79,6 +80,22 @@ def test_each_shape_lies_in_its_mask_or_box_and_is_reproducible(kind: str, real_
     m = real_masks[0]
     draws = {sampler.draw(kind, m, np.random.default_rng(s)).tobytes() for s in range(4)}
     assert len(draws) > 1
+
+
+def test_click_is_a_square_inside_at_the_innermost_pixel_or_drawn_inside(real_masks: list[np.ndarray]) -> None:
+    import cv2
+
+    for i, m in enumerate(real_masks):
+        dist = cv2.distanceTransform(np.pad(m, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+        y, x = divmod(int(np.argmax(dist)), m.shape[1])
+        sq, pt = draw_click(m, np.random.default_rng(i), center_prob=1.0)
+        assert pt.tolist() == [[x, y]] and np.array_equal(sq, click_square(y, x, m.shape))  # RITM's first click
+        for s in range(10):
+            sq, pt = draw_click(m, np.random.default_rng(s), center_prob=0.0)
+            (px, py) = pt[0]
+            assert np.array_equal(sq, click_square(int(py), int(px), m.shape)) and sq.sum() == 9  # whole square inside
+    empty, pts = draw_click(np.zeros((5, 5), bool), np.random.default_rng(0))
+    assert not empty.any() and pts.shape == (0, 2)
 
 
 def test_point_counts_and_polygon_curve(real_masks: list[np.ndarray]) -> None:

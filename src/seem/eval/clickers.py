@@ -37,6 +37,7 @@ __all__ = [
     "RITMClicker",
     "SEEMClicker",
     "click_square",
+    "kornia_argmax",
     "kornia_distance_transform",
     "ritm_error_distance",
 ]
@@ -204,7 +205,7 @@ def kornia_distance_transform(region: np.ndarray) -> np.ndarray:
     return out
 
 
-def _kornia_argmax(region: np.ndarray) -> tuple[int, int, float]:
+def kornia_argmax(region: np.ndarray) -> tuple[int, int, float]:
     """First row-major maximum of ``kornia_distance_transform(region)`` and its value, evaluating only the
     deepest wave (where the maximum lies); ``(0, 0, 0.0)`` for an empty region (the argmax of a zero map)."""
     r = _chessboard_crop(region)
@@ -423,7 +424,7 @@ class SEEMClicker(Clicker):
 
     def _pick(self, region: np.ndarray) -> tuple[int, int, float]:
         if self.mode == "best":
-            return _kornia_argmax(region)
+            return kornia_argmax(region)
         dt = kornia_distance_transform(region)
         ys, xs = np.nonzero(dt > 0)
         if ys.size == 0:  # SEEM would fail on randint(0, 0); fall back to the 'best' rule (pixel (0, 0))

@@ -164,7 +164,8 @@ class PromptConfig:
 
     SEEM (``seem.train.simulate.ShapeSampler`` and ``seem.train.iterative``):
         kinds, probs: visual prompt kinds and their probabilities (official: point, polygon, scribble, circle, 0.25
-            each; ``stroke`` and ``box`` are also available).
+            each; ``stroke``, ``box`` and ``click`` — one 3×3 click as
+            the predictor gives it, ``seem.train.simulate.draw_click`` — are also available).
         max_candidates: prompted instances per image (official 10); min_area: smaller instances get no prompt.
         candidates: ``"all"`` masks or only ``"things"``.
         max_iter: iterative training: each step first runs ``randint(0, max_iter)`` rounds without gradient that

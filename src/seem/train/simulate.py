@@ -11,6 +11,9 @@ SEEM (official ``datasets/visual_sampler``, ``ShapeSampler``; our drawing code, 
 kind         rule
 ===========  =====================================================================================================
 ``point``    1–``max_points`` (20) distinct random pixels of the mask, single pixels (not dilated)
+``click``    one click as the predictor and the evaluation give it (a 3×3 square, ``click_square``): with probability
+             ``click_center_prob`` at the mask pixel farthest from its boundary (the RITM protocol's first click),
+             else at a mask pixel drawn with probability proportional to its distance from the boundary (not SEEM's)
 ``polygon``  a closed Bezier curve (``rad`` 0.2, ``edgy`` 0.05) through 1–``polygon_max_points`` (9) random mask
              pixels of the object's box, drawn 1 px wide and clipped to the box (not to the mask)
 ``scribble`` 1–5 free-form random strokes (``rand_curve``: brush 3–10 px; ``rand_curve_small``: 2–5 px) starting at
@@ -36,8 +39,11 @@ random ``max_targets`` (6) if more), ordered whole → part (area descending).
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seem.eval.clickers import Click, click_square, kornia_distance_transform
+from seem.eval.clickers import Click, click_square, kornia_argmax
 from seem.eval.metrics import as_mask
 from seem.eval.simulate import simulate_box, simulate_stroke
 from seem.models.seem_types import SpatialPrompts
@@ -65,6 +71,7 @@ __all__ = [
     "corrective_click",
     "draw_box",
     "draw_circle",
+    "draw_click",
     "draw_point",
     "draw_polygon",
     "draw_scribble",
@@ -74,7 +81,7 @@ __all__ = [
     "sample_granularity_clicks",
 ]
 
-TRAIN_PROMPT_KINDS = ("point", "polygon", "scribble", "circle", "stroke", "box")
+TRAIN_PROMPT_KINDS = ("point", "polygon", "scribble", "circle", "stroke", "box", "click")
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,31 @@ def draw_point(mask: Any, rng: np.random.Generator, max_points: int = 20) -> tup
     pts = _random_pixels(m, k, rng)
     out[pts[:, 1], pts[:, 0]] = True
     return out, pts
+
+
+def draw_click(mask: Any, rng: np.random.Generator, center_prob: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """One click inside the mask → ``(bool [H, W] 3×3 square, point (x, y) [1, 2])``; empty outputs for an empty mask.
+
+    With probability ``center_prob`` the click sits at the first row-major maximum of the mask's Euclidean distance
+    to its boundary (the image border counts as boundary): the first click of the RITM protocol. Otherwise at a mask
+    pixel drawn with probability proportional to that distance, as people click inside objects, seldom on edges
+    (only pixels whose 3×3 square lies in the mask, when the mask has any). The square is clipped to the mask.
+    """
+    import cv2
+
+    m = _mask(mask)
+    if not m.any():
+        return np.zeros_like(m), np.zeros((0, 2), np.int64)
+    dist = cv2.distanceTransform(np.pad(m, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    if rng.random() < center_prob:
+        flat = int(np.argmax(dist))
+    else:
+        w = dist.ravel().astype(np.float64)
+        inner = np.where(w >= 2.0, w, 0.0)  # where the whole 3×3 square lies in the mask, when there is such a place
+        w = inner if inner.sum() > 0 else w
+        flat = int(rng.choice(w.size, p=w / w.sum()))
+    y, x = divmod(flat, m.shape[1])
+    return click_square(y, x, m.shape) & m, np.array([[x, y]], np.int64)
 
 
 def bezier_closed_curve(points: np.ndarray, rad: float = 0.2, edgy: float = 0.05, num: int = 100) -> np.ndarray:
@@ -327,6 +359,7 @@ class ShapeSamplerConfig:
         max_points, polygon_max_points, scribble_max_strokes, circle_max_strokes: shape sizes.
         scribble_probs, circle_probs: preset probabilities (``SCRIBBLE_PRESETS`` / ``CIRCLE_PRESETS`` order).
         box_jitter, box_max_jitter_px: noisy boxes.
+        click_center_prob: a ``click`` prompt's chance of sitting at the mask's innermost pixel (``draw_click``).
     """
 
     kinds: tuple[str, ...] = ("point", "polygon", "scribble", "circle")
@@ -341,6 +374,7 @@ class ShapeSamplerConfig:
     circle_probs: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
     box_jitter: float = 0.1
     box_max_jitter_px: float = 20.0
+    click_center_prob: float = 0.5
 
     def __post_init__(self) -> None:
         if len(self.kinds) != len(self.probs) or not self.kinds:
@@ -428,6 +462,8 @@ class ShapeSampler:
         c = self.config
         if kind == "point":
             return draw_point(mask, rng, c.max_points)[0]
+        if kind == "click":
+            return draw_click(mask, rng, c.click_center_prob)[0]
         if kind == "polygon":
             return draw_polygon(mask, rng, None, c.polygon_max_points)
         if kind == "scribble":
@@ -508,8 +544,14 @@ def corrective_click(gt: Any, pred: Any, prompted: Any = None) -> Click | None:
     region = fn if positive else fp
     if not region.any():
         return None
-    y, x = divmod(int(np.argmax(kornia_distance_transform(region))), g.shape[1])
+    y, x, _ = kornia_argmax(region)  # = the first row-major maximum of kornia_distance_transform(region)
     return Click(y, x, positive)
+
+
+@functools.lru_cache(maxsize=1)
+def _click_pool() -> ThreadPoolExecutor:
+    """Threads for ``add_corrective_clicks`` (one per CPU, at most 8)."""
+    return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="seem-clicks")
 
 
 def add_corrective_clicks(prompts: TrainPrompts, pred_masks: Any) -> TrainPrompts:
@@ -523,10 +565,14 @@ def add_corrective_clicks(prompts: TrainPrompts, pred_masks: Any) -> TrainPrompt
     gt = prompts.gt_masks.detach().cpu().numpy()
     clicks = [list(c) for c in prompts.clicks]
     shape = gt.shape[1:]
-    for i, kind in enumerate(prompts.kinds):
-        if kind == "none":
-            continue
-        click = corrective_click(gt[i], pred[i], pos[i] | neg[i])
+    todo = [i for i, kind in enumerate(prompts.kinds) if kind != "none"]
+
+    def one(i: int) -> Click | None:
+        return corrective_click(gt[i], pred[i], pos[i] | neg[i])
+
+    # OpenCV and numpy release the GIL: the prompts' clicks are found in parallel (same result as in order)
+    found = list(_click_pool().map(one, todo)) if len(todo) > 1 else [one(i) for i in todo]
+    for i, click in zip(todo, found, strict=True):
         if click is None:
             continue
         sq = click_square(click.y, click.x, shape)  # type: ignore[arg-type]
