@@ -5,8 +5,10 @@
 # Needs ../shared/data, or .devdata/data made by `python scripts/pack_training_data.py .devdata/data` (linked in as
 # ../shared/data when ../shared/data is missing); wheels in .whl/ are installed first (pycocotools, ftfy, wcwidth on
 # a machine without them). Writes OUT_DIR/: the model split into two safetensors files (files of at most 16 MB;
-# `python scripts/make_default_model.py --parts OUT_DIR ...` joins them), config.json, metrics.csv, train.log.
-# SMOKE_STEPS (default 20) sets the length of the speed run.
+# `python scripts/make_default_model.py OUT_DIR` joins them), config.json, metrics.csv, train.log.
+# SMOKE_STEPS (default 20) sets the length of the speed run; PROCS (default 1) the number of training processes (on an
+# H200 one process reached only 3 images/s: the per-image decoder calls and the CPU-side prompt simulation bound it,
+# so several processes share the GPU; data.batch_size is per process).
 set -euo pipefail
 out="${1:?usage: scripts/device_train.sh OUT_DIR [SECONDS] [seem train arguments]}"
 budget="${2:-420}"
@@ -23,7 +25,11 @@ if [ ! -e ../shared/data ] && [ -d .devdata/data ]; then
 fi
 nvidia-smi -L 2>/dev/null || true
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-seem() { python3 -c "import sys; from seem.cli import main; sys.argv[0] = 'seem'; raise SystemExit(main())" "$@"; }
+procs="${PROCS:-1}"
+seem() {  # PROCS > 1: that many data-parallel processes (torchrun), sharing the GPU(s) round-robin
+  if [ "$procs" -gt 1 ]; then python3 -m torch.distributed.run --standalone --nproc_per_node "$procs" -m seem.cli "$@"
+  else python3 -m seem.cli "$@"; fi
+}
 cfg=configs/default_model_finetune.yaml
 
 # 1. speed: a short run (its model is thrown away)

@@ -2,6 +2,9 @@
 
     python scripts/make_default_model.py [runs/default_model/final] [--out src/seem/weights/default]
 
+RUN may also be the output folder of ``scripts/device_train.sh`` (``config.json`` + ``model_part*.safetensors``: the
+weights split in files small enough to come back from a GPU machine); the parts are joined first.
+
 Sets the model's name and its own vocabulary (the class names of the training sources, merged as the trainer
 merges them; ``SEEMConfig.vocabulary``) and ships that vocabulary's class embeddings
 (``class_embeddings.safetensors``), so that labels work even where the optional MiniLM text encoder is not
@@ -20,6 +23,25 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _joined(run: Path) -> Path:
+    """``run`` itself, or (for split weights) a temporary copy with ``model_part*.safetensors`` joined."""
+    import shutil
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    parts = sorted(run.glob("model_part*.safetensors"))
+    if (run / "model.safetensors").exists() or not parts:
+        return run
+    tmp = Path(tempfile.mkdtemp(prefix="seem-joined-"))
+    shutil.copy2(run / "config.json", tmp / "config.json")
+    sd: dict[str, torch.Tensor] = {}
+    for p in parts:
+        sd.update(load_file(p))
+    save_file(sd, tmp / "model.safetensors")
+    return tmp
+
+
 def main() -> None:
     from seem.models.seem_model import SEEMModel
     from seem.train.build import build_sources
@@ -31,7 +53,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "src" / "seem" / "weights" / "default"))
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model = SEEMModel.from_pretrained(args.run)
+    model = SEEMModel.from_pretrained(_joined(Path(args.run)))
     names = tuple(build_sources(load_config(args.config)).class_names)
     model.config = dataclasses.replace(model.config, name="seem-default", vocabulary=names)
     with torch.no_grad():

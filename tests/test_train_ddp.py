@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import DATA_DIR, require
@@ -77,3 +78,15 @@ def test_two_process_gloo_ranks_end_with_identical_weights(tmp_path):
     assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "final" / "model.safetensors").is_file()
     ckpt = tmp_path / "checkpoints" / "step_0000003"
     assert (ckpt / "rng_rank0.pt").is_file() and (ckpt / "rng_rank1.pt").is_file()
+
+
+def test_more_processes_than_gpus_share_them_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 ranks on a node with 2 GPUs: rank r trains on cuda:(r mod 2) (no GPU is touched: only the mapping)."""
+    from seem.train.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [resolve_device("auto", r) for r in range(4)] == [torch.device("cuda", i) for i in (0, 1, 0, 1)]
+    assert resolve_device("cuda", 5) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", 5) == torch.device("cuda", 0)  # an explicit index is kept
+    assert resolve_device("cpu", 3) == torch.device("cpu")

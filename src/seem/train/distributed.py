@@ -1,4 +1,5 @@
-"""Single-process and ``torchrun`` multi-process training helpers (gloo on CPU, NCCL on CUDA).
+"""Single-process and ``torchrun`` multi-process training helpers (gloo on CPU, NCCL on CUDA, gloo for ranks that
+share a GPU).
 
 ``torchrun --nproc_per_node N ...`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``) makes ``init_distributed`` start a process group; without those variables
@@ -53,22 +54,25 @@ def is_distributed() -> bool:
 
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is available, else ``mps`` when available, else ``cpu``; ``cuda``
-    (no index) → ``cuda:LOCAL_RANK``; anything else as given."""
+    (no index) → ``cuda:LOCAL_RANK``; anything else as given. With more processes on a node than GPUs, ranks share
+    them round-robin (``LOCAL_RANK mod device_count``): a small model whose steps are bound by Python and CPU-side
+    prompt simulation trains several times faster with several processes per GPU."""
     if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
+        if torch.cuda.is_available():  # several processes per GPU when there are more processes than GPUs
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     dev = torch.device(spec)
     if dev.type == "cuda" and dev.index is None:
-        return torch.device("cuda", local_rank)
+        return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
     return dev
 
 
 def init_distributed(device: torch.device | None = None, timeout_s: float = 1800.0) -> DistInfo:
     """Start the process group from the launcher's environment (``WORLD_SIZE`` > 1); backend NCCL for CUDA
-    devices, gloo otherwise. Returns the ``DistInfo`` (rank 0 of 1 without a launcher)."""
+    devices with one process per GPU, gloo otherwise (CPU, or several processes sharing a GPU). Returns the
+    ``DistInfo`` (rank 0 of 1 without a launcher)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
@@ -78,9 +82,12 @@ def init_distributed(device: torch.device | None = None, timeout_s: float = 1800
         return DistInfo(dist.get_rank(), dist.get_world_size(), local)
     if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
         raise RuntimeError("WORLD_SIZE > 1 but MASTER_ADDR / MASTER_PORT are not set; launch with torchrun")
-    backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
-    if backend == "nccl":
+    backend = "gloo"
+    if device is not None and device.type == "cuda":
         torch.cuda.set_device(device)
+        # NCCL refuses two ranks on one GPU; gloo reduces CUDA tensors too (all_reduce, broadcast: what DDP uses)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        backend = "nccl" if local_world <= torch.cuda.device_count() else "gloo"
     dist.init_process_group(
         backend=backend,
         rank=rank,
