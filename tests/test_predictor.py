@@ -334,6 +334,16 @@ def test_labels_and_vocabulary_cache(grabcut: tuple[Segmenter, dict[str, Any]], 
     assert len(Segmenter(model, cache_dir=False).vocabulary) == 133  # default: COCO panoptic, encoded lazily
 
 
+def test_vocabulary_made_inside_bf16_autocast_equals_the_fp32_one(model: SEEMModel) -> None:
+    """An app that enables bf16 autocast once, then sets a vocabulary, gets the fp32 class embeddings."""
+    ref = Segmenter(model, cache_dir=False, progress=False).class_embeddings(VOCAB)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = Segmenter(model, cache_dir=False, progress=False).class_embeddings(VOCAB)
+        direct = model.class_embeddings(VOCAB)  # the model's own call under autocast works too (bf16 precision)
+    assert got.dtype == torch.float32 and torch.equal(got, ref)
+    assert torch.allclose(direct.float(), ref.to(direct.device), atol=2e-2)
+
+
 def test_errors_are_clear(grabcut: tuple[Segmenter, dict[str, Any]], model: SEEMModel) -> None:
     seg, _ = grabcut
     h, w = seg.original_size

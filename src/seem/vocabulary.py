@@ -217,6 +217,11 @@ class VocabularyCache:
 
     @torch.no_grad()
     def _encode(self, names: tuple[str, ...]) -> Tensor:
+        # in fp32 even inside an autocast region: the cached embeddings must not depend on where they were made
+        with torch.autocast(self.model.device.type, enabled=False):
+            return self._encode_fp32(names)
+
+    def _encode_fp32(self, names: tuple[str, ...]) -> Tensor:
         if len(names) <= PROGRESS_CHUNK or not self.progress:
             return self.model.class_embeddings(list(names)).detach().float().cpu()
         from tqdm.auto import tqdm

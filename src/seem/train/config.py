@@ -142,6 +142,8 @@ class DataConfig:
         image_size: LSJ target and crop size (official 1024); batches are padded to it.
         min_scale, max_scale, flip_prob: LSJ (official 0.1, 2.0, 0.5).
         min_mask_area: masks smaller than this after the crop are dropped.
+        copy_paste: chance per image of pasting twins of its own objects into it (``seem.train.copy_paste``; 0 =
+            off, the official recipe): teaches a click to keep to one of two look-alike objects.
         batch_size: images per process and step (official SEEM: 2 per GPU × 8; Semantic-SAM: 1 per GPU).
         num_workers: ``DataLoader`` worker processes (0 = load in the training process).
         shuffle: shuffle every epoch (seeded; the order is part of the checkpoint).
@@ -153,6 +155,7 @@ class DataConfig:
     max_scale: float = 2.0
     flip_prob: float = 0.5
     min_mask_area: int = 1
+    copy_paste: float = 0.0
     batch_size: int = 2
     num_workers: int = 0
     shuffle: bool = True
@@ -417,6 +420,8 @@ class TrainConfig:
             raise ValueError("data.sources is empty: name at least one dataset to train on")
         if self.data.batch_size < 1 or self.data.image_size < 32:
             raise ValueError("data.batch_size must be >= 1 and data.image_size >= 32")
+        if not 0.0 <= self.data.copy_paste <= 1.0:
+            raise ValueError(f"data.copy_paste is a probability in [0, 1], got {self.data.copy_paste}")
         if self.family == "seem" and not (self.tasks.object or self.tasks.grounding or self.tasks.spatial):
             raise ValueError("tasks: enable at least one of object, grounding, spatial")
         if self.eval.protocol not in ("ritm", "seem"):

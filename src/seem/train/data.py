@@ -494,6 +494,18 @@ class LargeScaleJitter:
         return drop_small_masks(out, c.min_mask_area)
 
 
+class Sequential:
+    """Transforms applied one after the other, each with the same generator (picklable, for loader workers)."""
+
+    def __init__(self, *transforms: Transform) -> None:
+        self.transforms = transforms
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        for t in self.transforms:
+            sample = t(sample, rng)
+        return sample
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # dataset and batches
 # ---------------------------------------------------------------------------------------------------------------

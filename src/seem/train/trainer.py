@@ -62,7 +62,7 @@ from seem.models.semantic_sam import SemanticSAM
 from seem.train.build import MergedSource, build_model, build_source, build_sources, model_family, save_model
 from seem.train.checkpointing import CHECKPOINT_NAME, latest_checkpoint, rng_state, set_rng_state
 from seem.train.config import TrainConfig, config_to_dict, save_config
-from seem.train.data import Batch, Collate, LargeScaleJitter, LSJConfig, TrainDataset
+from seem.train.data import Batch, Collate, LargeScaleJitter, LSJConfig, Sequential, TrainDataset
 from seem.train.distributed import (
     DistInfo,
     ShardedSampler,
@@ -227,7 +227,13 @@ class Trainer:
             flip_prob=d.flip_prob,
             min_mask_area=d.min_mask_area,
         )
-        self.dataset = TrainDataset(self.source, LargeScaleJitter(lsj), seed=cfg.seed)
+        transform: Any = LargeScaleJitter(lsj)
+        if d.copy_paste > 0:
+            from seem.train.copy_paste import CopyPaste, CopyPasteConfig
+
+            cp = CopyPaste(CopyPasteConfig(prob=d.copy_paste, min_mask_area=d.min_mask_area))
+            transform = Sequential(transform, cp)
+        self.dataset = TrainDataset(self.source, transform, seed=cfg.seed)
         self.sampler = ShardedSampler(
             len(self.dataset),
             num_replicas=self.dist.world_size,

@@ -386,7 +386,7 @@ class MiniLMTextEncoder(nn.Module):
             rows = order[start : start + chunk_size]
             n_tok = int(lengths[rows].max())
             _, chunk = self.encode_tokens(input_ids[rows, :n_tok], attention_mask[rows, :n_tok])
-            pooled[rows.to(pooled.device)] = _normalize(chunk)
+            pooled[rows.to(pooled.device)] = _normalize(chunk).to(pooled.dtype)  # autocast may give bf16
         mean = pooled.view(len(names), len(PROMPT_TEMPLATES), -1).mean(dim=1)
         return mean / mean.norm(dim=-1, keepdim=True)
 
