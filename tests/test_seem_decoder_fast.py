@@ -430,6 +430,34 @@ def test_bf16_autocast() -> None:
     assert out.spatial_selection is not None and out.spatial_selection.prev_mask.dtype == torch.float32
 
 
+def test_final_only_gives_the_final_prediction_alone() -> None:
+    """``final_only`` (the predictor's calls): fp32 bit-identical final outputs without the earlier layers' captions;
+    under bf16 autocast the earlier attention masks are bf16 and the final heads still float32."""
+    dec = _random_decoder()
+    feats = _random_features()
+    pos = torch.zeros(1, 128, 160, dtype=torch.bool)
+    pos[0, 30:60, 40:80] = True
+    vocab = torch.nn.functional.normalize(torch.randn(4, 32), dim=-1)
+    kw: dict[str, Any] = {"spatial": SpatialPrompts(pos), "class_embeddings": vocab, "logit_scale": torch.tensor(2.0)}
+    with torch.inference_mode():
+        full = dec(DecoderInputs(feats, **kw))
+        last = dec(DecoderInputs(feats, final_only=True, **kw))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf_full = dec(DecoderInputs(feats, **kw))
+            bf_last = dec(DecoderInputs(feats, final_only=True, **kw))
+    assert len(full.predictions) == dec.cfg.num_layers + 1 and len(last.predictions) == 1
+    a, b = full.final.spatial, last.final.spatial
+    assert a is not None and b is not None and b.class_logits is not None and a.class_logits is not None
+    assert torch.equal(a.captions, b.captions) and torch.equal(a.class_logits, b.class_logits)
+    assert torch.equal(a.mask_logits, b.mask_logits)
+    assert full.spatial_selection is not None and last.spatial_selection is not None
+    assert torch.equal(full.spatial_selection.prev_mask, last.spatial_selection.prev_mask)
+    assert bf_full.spatial_selection is not None and bf_last.spatial_selection is not None
+    assert bf_last.spatial_selection.prev_mask.dtype == torch.float32
+    m1, m2 = bf_full.spatial_selection.prev_mask > 0, bf_last.spatial_selection.prev_mask > 0
+    assert float((m1 & m2).sum()) / max(1.0, float((m1 | m2).sum())) > 0.95
+
+
 def test_low_precision_weight_cache() -> None:
     """Under bf16 autocast the layer weights are cast once and kept: the same results as autocast casting them
     on every call, reused across calls and autocast contexts, rebuilt when a weight changes, unused otherwise."""

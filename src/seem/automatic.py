@@ -670,7 +670,7 @@ class SEEMGridAdapter(GridAdapter):
             spatial = SpatialPrompts(pos_masks=self.click_masks(points_rel[s : s + step]))
             with torch.no_grad():
                 out = self.model.decode(
-                    DecoderInputs(features=self.features, class_embeddings=self.vocab, spatial=spatial)
+                    DecoderInputs(features=self.features, class_embeddings=self.vocab, spatial=spatial, final_only=True)
                 )
             if self.variant == "v1":
                 sel = out.spatial_selection

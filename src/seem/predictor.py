@@ -472,6 +472,7 @@ class Segmenter:
             logit_scale=self.model.logit_scale,
             draws=draws,
             exact=self.exact,
+            final_only=True,  # the predictor reads the last layer only
         )
 
     def _prompted_inputs(self, vocab: Vocabulary | None, draws: DecoderDraws | None) -> DecoderInputs:

@@ -355,7 +355,7 @@ class _ImageCache:
         self.pos = [dec.pe_layer(x).flatten(2).permute(2, 0, 1).contiguous() for x in ms]
         self.mask_features = mf.to(self.head_dtype)
         self._kv: dict[int, tuple[Tensor, Tensor]] = {}
-        self._mf_levels: dict[int, Tensor] = {}
+        self._mf_levels: dict[tuple[int, torch.dtype], Tensor] = {}
 
     def matches(self, feats: ImageFeatures, signature: tuple[Any, ...]) -> bool:
         sources = (*feats.multi_scale, feats.mask_features)
@@ -376,18 +376,22 @@ class _ImageCache:
             self._kv[layer] = dec.cross_attention_layer(layer).project_memory(self.src[lvl], self.pos[lvl])
         return self._kv[layer]
 
-    def mask_features_at(self, level: int) -> Tensor:
-        """``mask_features`` bilinearly resized (``align_corners=False``) to level ``level``'s size.
+    def mask_features_at(self, level: int, dtype: torch.dtype | None = None) -> Tensor:
+        """``mask_features`` bilinearly resized (``align_corners=False``) to level ``level``'s size, in ``dtype``
+        (default ``head_dtype``; the resize itself always runs in ``head_dtype``).
 
         Resizing is linear per channel, so ``einsum(e, resize(F)) == resize(einsum(e, F))`` up to rounding: the
         attention masks of the fast path are taken from these maps.
         """
-        if level not in self._mf_levels:
-            with torch.autocast(self.mask_features.device.type, enabled=False):
-                self._mf_levels[level] = F.interpolate(
-                    self.mask_features, size=self.sizes[level], mode="bilinear", align_corners=False
-                )
-        return self._mf_levels[level]
+        dtype = dtype or self.head_dtype
+        if (level, dtype) not in self._mf_levels:
+            if (level, self.head_dtype) not in self._mf_levels:
+                with torch.autocast(self.mask_features.device.type, enabled=False):
+                    self._mf_levels[level, self.head_dtype] = F.interpolate(
+                        self.mask_features, size=self.sizes[level], mode="bilinear", align_corners=False
+                    )
+            self._mf_levels[level, dtype] = self._mf_levels[level, self.head_dtype].to(dtype)
+        return self._mf_levels[level, dtype]
 
     def prepare(self, dec: SEEMDecoder) -> None:
         """Compute every lazily built tensor now."""
@@ -395,6 +399,8 @@ class _ImageCache:
             self.key_value(dec, i)
         for lvl in range(len(self.sizes)):
             self.mask_features_at(lvl)
+            if self.autocast is not None:
+                self.mask_features_at(lvl, self.autocast)
 
 
 class _Heads:
@@ -402,14 +408,14 @@ class _Heads:
 
     def __init__(
         self,
-        captions: Tensor,
+        captions: Tensor | None,
         maskembs: Tensor,
         masks: Tensor | None,
         logits: Tensor | None,
         blocked: Tensor | None,
         mask_features: Tensor,
     ) -> None:
-        self.captions = captions  # [B, Q, D]
+        self.captions = captions  # [B, Q, D]; None for an attention-mask-only step (``final_only``)
         self.maskembs = maskembs  # [B, Q, mask_dim]
         self.masks = masks  # [B, Q, H4, W4] (exact path) or None (computed lazily per group)
         self.logits = logits  # [B, Q, K+1] or None
@@ -417,6 +423,7 @@ class _Heads:
         self.mask_features = mask_features  # [B, mask_dim, H4, W4]
 
     def group(self, rows: slice) -> GroupPrediction:
+        assert self.captions is not None, "an attention-mask-only prediction step has no outputs"
         return GroupPrediction(
             captions=self.captions[:, rows],
             mask_embeddings=self.maskembs[:, rows],
@@ -852,6 +859,17 @@ class SEEMDecoder(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # heads
 
+    def _attention_heads(self, h: Tensor, img: _ImageCache, next_level: int) -> _Heads:
+        """The fast path's heads of a step whose only use is the next cross-attention (``final_only``): mask
+        embeddings and the blocked attention mask at level ``next_level``, in the autocast dtype when autocast
+        is on (only the sign of these logits is used), else in ``img.head_dtype``."""
+        dtype = img.autocast or img.head_dtype
+        # under autocast the MLP's matmuls run in the autocast dtype (the caller's autocast region is still on)
+        x = self.decoder_norm(h if img.autocast is not None else h.to(dtype)).transpose(0, 1)  # [B, Q, C]
+        maskembs = self.mask_embed(x).to(dtype)
+        blocked = logits_to_blocked(mask_logits_from_embeddings(maskembs, img.mask_features_at(next_level, dtype)))
+        return _Heads(None, maskembs, None, None, blocked, img.mask_features)
+
     def _heads(
         self,
         h: Tensor,
@@ -994,7 +1012,14 @@ class SEEMDecoder(nn.Module):
         nl = cfg.num_layers
         layer_weights = self._layer_weights(device)
         self_masks: dict[tuple[int, tuple[int, ...] | None], Tensor] = {}
-        heads = [self._heads(h[:n_heads], img, ce, ls, 0 if nl else None, exact)]
+        masks_only = inputs.final_only and not exact  # earlier steps only feed the next cross-attention
+
+        def step_heads(rows: Tensor, nxt: int | None) -> _Heads:
+            if masks_only and nxt is not None:
+                return self._attention_heads(rows, img, nxt)
+            return self._heads(rows, img, ce, ls, nxt, exact)
+
+        heads = [step_heads(h[:n_heads], 0 if nl else None)]
         self._trace_heads(trace, 0, h, heads[-1])
 
         for i in range(nl):
@@ -1062,7 +1087,7 @@ class SEEMDecoder(nn.Module):
             # ---- prediction heads; their masks drive the next cross-attention
             h = cat(c_layout, content)
             nxt = (i + 1) % self.num_levels if i + 1 < nl else None
-            heads.append(self._heads(h[:n_heads], img, ce, ls, nxt, exact))
+            heads.append(step_heads(h[:n_heads], nxt))
             self._trace_heads(trace, i + 1, h, heads[-1])
 
         return self._organize(inputs, c_layout, heads, spatial_ref, visual_ref, used)
@@ -1085,7 +1110,8 @@ class SEEMDecoder(nn.Module):
         if trace is None:
             return
         trace[f"L{j}/head_input"] = h
-        trace[f"L{j}/caption"] = heads.captions
+        if heads.captions is not None:
+            trace[f"L{j}/caption"] = heads.captions
         trace[f"L{j}/maskemb"] = heads.maskembs
         if heads.masks is not None:
             trace[f"L{j}/masks"] = heads.masks
@@ -1105,7 +1131,7 @@ class SEEMDecoder(nn.Module):
         used: DecoderDraws,
     ) -> DecoderOutput:
         preds = []
-        for hd in heads:
+        for hd in heads[-1:] if inputs.final_only and heads[0].captions is None else heads:
             preds.append(
                 LayerPrediction(
                     object=hd.group(layout.rows(QUERIES_OBJECT)) if QUERIES_OBJECT in layout else None,

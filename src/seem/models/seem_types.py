@@ -192,6 +192,12 @@ class DecoderInputs:
             logits, heads for memory rows, all stride-4 logits computed eagerly; slower) instead of the
             fast algebraic rewrites. None (default): exact only when a ``trace`` dict is passed (the trace
             records the official intermediates). Both give the same results up to float rounding.
+        final_only: only the last prediction is wanted (inference): earlier layers compute just what the next
+            cross-attention needs (their mask embeddings and attention masks; no captions or class logits) and
+            ``DecoderOutput.predictions`` holds the final ``LayerPrediction`` alone. Under autocast those
+            attention masks are computed in the autocast dtype (the final heads stay in float32): only their
+            sign is used, and reading the mask features in half the bytes is most of a click's saving. Ignored
+            on the exact path. Default False (training needs every layer's predictions).
     """
 
     features: ImageFeatures
@@ -204,6 +210,7 @@ class DecoderInputs:
     draws: DecoderDraws | None = None
     object_queries: bool | None = None
     exact: bool | None = None
+    final_only: bool = False
 
 
 def mask_logits_from_embeddings(mask_embeddings: Tensor, mask_features: Tensor) -> Tensor:
