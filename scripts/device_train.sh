@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Phase 2 of the default model (configs/default_model_finetune.yaml) on a machine that holds only the repository,
+# Fine-tune the default model (configs/default_model_finetune.yaml) on a machine that holds only the repository,
 # within a wall-clock budget: a short run measures the speed, then the real run gets as many steps as fit.
 #   scripts/device_train.sh OUT_DIR [SECONDS] [extra `seem train` arguments...]
 # Needs ../shared/data, or .devdata/data made by `python scripts/pack_training_data.py .devdata/data` (linked in as
