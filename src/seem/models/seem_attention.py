@@ -244,10 +244,9 @@ def cross_attention_mask(
         else:
             raise ValueError(f"blocked has {blocked.shape[1]} rows; expected {layout.total} or {rows.start}")
     else:
-        mask = blocked.clone()
-    full = mask.all(dim=-1)
-    mask[full] = False
-    return mask
+        mask = blocked
+    full = mask.all(dim=-1, keepdim=True)
+    return mask & ~full
 
 
 def default_spatial_query_indices(num_queries: int, n_prompts: int, per_prompt: int) -> Tensor:
