@@ -74,6 +74,26 @@ METADATA_FILE = "seem_onnx.json"
 _NEG_BIG = -1.0e4  # "no removal" logit
 
 
+def sam_input_size(orig_im_size: Tensor, image_size: int) -> Tensor:
+    """SAM's resize rule, traceable: ``orig_im_size`` ``(H, W)`` scaled so the long side is ``image_size``, rounded
+    → long ``[2]``."""
+    scale = image_size / orig_im_size.max()
+    return torch.floor(0.5 + orig_im_size * scale).to(torch.int64)
+
+
+def sam_masks_to_original(low: Tensor, image_size: int, input_hw: Tensor, orig_im_size: Tensor) -> Tensor:
+    """SAM's mask post-processing, traceable: stride-4 logits ``[1, K, S/4, S/4]`` on the padded square input →
+    bilinear to ``S``, crop to the resized image ``input_hw``, bilinear to ``orig_im_size`` → ``[1, K, H, W]``."""
+    masks = F.interpolate(low, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    masks = masks[..., : input_hw[0], : input_hw[1]]
+    return F.interpolate(
+        masks,
+        size=(orig_im_size[0].to(torch.int64), orig_im_size[1].to(torch.int64)),  # type: ignore[arg-type]
+        mode="bilinear",
+        align_corners=False,
+    )
+
+
 def _level_shapes(image_size: int, num_levels: int) -> list[tuple[int, int]]:
     """Decoder-order (coarsest first) ``(H, W)`` of the ``num_levels`` memory levels: strides 8 · 2^i, reversed."""
     shapes = []
@@ -169,9 +189,7 @@ class SemanticSAMOnnxDecoder(nn.Module):
         has_mask_input: Tensor,
         orig_im_size: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        s = self.image_size
-        scale = s / orig_im_size.max()
-        input_hw = torch.floor(0.5 + orig_im_size * scale).to(torch.int64)
+        input_hw = sam_input_size(orig_im_size, self.image_size)
         mf, values = self.unpack(image_embeddings)
         anchors, has_box = self.anchors(point_coords, point_labels, input_hw)
         q = anchors.shape[1]
@@ -198,14 +216,7 @@ class SemanticSAMOnnxDecoder(nn.Module):
         chosen = torch.gather(lowres, 1, best[:, None, None, None].expand(q, 1, self.h4, self.h4))[:, 0]  # [Q, h4, h4]
         removal = torch.where(valid[:, None, None] > 0, chosen, torch.full_like(chosen, _NEG_BIG)).max(0).values
         low = torch.minimum(pos_logits, -removal[None])[None]  # [1, K, h4, h4]
-        masks = F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_hw[0], : input_hw[1]]
-        masks = F.interpolate(
-            masks,
-            size=(orig_im_size[0].to(torch.int64), orig_im_size[1].to(torch.int64)),  # type: ignore[arg-type]
-            mode="bilinear",
-            align_corners=False,
-        )
+        masks = sam_masks_to_original(low, self.image_size, input_hw, orig_im_size)
         # SAM's mask prompt has no Semantic-SAM counterpart: the inputs stay in the graph (SAM's interface) but
         # contribute exactly 0 (one element read, times 0).
         unused = (mask_input[0, 0, 0, 0] * has_mask_input[0]) * 0.0

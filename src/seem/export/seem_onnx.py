@@ -53,6 +53,8 @@ from seem.export.onnx import (
     METADATA_FILE,
     _TorchSession,
     export_encoder_decoder,
+    sam_input_size,
+    sam_masks_to_original,
 )
 from seem.models.seem_attention import default_spatial_query_indices
 from seem.models.seem_decoder import (
@@ -271,6 +273,29 @@ def _project_kv(attn: MultiheadAttention, key: Tensor, value: Tensor) -> tuple[T
     return k.t().reshape(h, c // h, -1), v.t().reshape(h, c // h, -1)
 
 
+def _cross_layer(
+    layer: CrossAttentionLayer, h: Tensor, h_pos: Tensor, k_t: Tensor, v_t: Tensor, blocked: Tensor | None
+) -> Tensor:
+    """One decoder cross-attention layer (pre- or post-norm) of rows ``h [L, C]`` over cached keys / values."""
+    if layer.pre_norm:
+        return h + _attend(layer.multihead_attn, layer.norm(h) + h_pos, k_t, v_t, blocked)
+    return layer.norm(h + _attend(layer.multihead_attn, h + h_pos, k_t, v_t, blocked))
+
+
+def _self_layer(
+    layer: SelfAttentionLayer, rows: Tensor, rows_pos: Tensor, keys: Tensor, keys_pos: Tensor, blocked: Tensor | None
+) -> Tensor:
+    """One decoder self-attention layer (pre- or post-norm): ``rows [L, C]`` attend to ``keys [S, C]`` (the rows
+    themselves, or the rows with extra tokens) → the updated rows."""
+    if layer.pre_norm:
+        y_rows = layer.norm(rows)
+        y_keys = y_rows if keys is rows else layer.norm(keys)
+        kp, vp = _project_kv(layer.self_attn, y_keys + keys_pos, y_keys)
+        return rows + _attend(layer.self_attn, y_rows + rows_pos, kp, vp, blocked)
+    kp, vp = _project_kv(layer.self_attn, keys + keys_pos, keys)
+    return layer.norm(rows + _attend(layer.self_attn, rows + rows_pos, kp, vp, blocked))
+
+
 class SEEMOnnxDecoder(nn.Module):
     """SAM-named prompt decoder of a SEEM v1 model over the packed embedding (inputs / outputs: module docstring).
 
@@ -381,8 +406,7 @@ class SEEMOnnxDecoder(nn.Module):
         dec, cfg = self.dec, self.dec.cfg
         s = self.image_size
         n_lv = len(self.layout.level_sizes)
-        scale = s / orig_im_size.max()
-        input_hw = torch.floor(0.5 + orig_im_size * scale).to(torch.int64)
+        input_hw = sam_input_size(orig_im_size, s)
         parts = self.layout.unpack(image_embeddings)
         mf = parts["mask_features"]
 
@@ -434,14 +458,7 @@ class SEEMOnnxDecoder(nn.Module):
             # cross-attention: queries (masked by their previous prediction) and memories (by prev_mask)
             blocked = torch.cat([q_blocked, mem_blocked[lvl].expand(m, -1)])
             blocked = blocked & ~blocked.all(-1, keepdim=True)
-            cross: CrossAttentionLayer = dec.cross_attention_layer(i)
-            kk = parts[f"key{i}"]
-            vv = parts[f"value{i}"]
-            if cross.pre_norm:
-                y = cross.norm(h)
-                h = h + _attend(cross.multihead_attn, y + h_pos, kk, vv, blocked)
-            else:
-                h = cross.norm(h + _attend(cross.multihead_attn, h + h_pos, kk, vv, blocked))
+            h = _cross_layer(dec.cross_attention_layer(i), h, h_pos, parts[f"key{i}"], parts[f"value{i}"], blocked)
             # self-attention: rows = queries + memories; keys = queries, prompt tokens, memories
             tok = tokens[lvl]
             keys = torch.cat([h[:k], tok, h[k:]])
@@ -452,13 +469,7 @@ class SEEMOnnxDecoder(nn.Module):
             m_rows = (~mem_col)[None].expand(m, -1)  # memories: memories only
             s_blocked = torch.cat([q_rows, m_rows])
             sa = cast(SelfAttentionLayer, dec.transformer_self_attention_layers[i])
-            if sa.pre_norm:
-                y_rows, y_keys = sa.norm(h), sa.norm(keys)
-                kp, vp = _project_kv(sa.self_attn, y_keys + keys_pos, y_keys)
-                h = h + _attend(sa.self_attn, y_rows + h_pos, kp, vp, s_blocked)
-            else:
-                kp, vp = _project_kv(sa.self_attn, keys + keys_pos, keys)
-                h = sa.norm(h + _attend(sa.self_attn, h + h_pos, kp, vp, s_blocked))
+            h = _self_layer(sa, h, h_pos, keys, keys_pos, s_blocked)
             h = cast(FFNLayer, dec.transformer_ffn_layers[i])(h)
             maskembs = self._heads(h[:k])
             if i + 1 < cfg.num_layers:
@@ -470,15 +481,7 @@ class SEEMOnnxDecoder(nn.Module):
         top, order = torch.topk(scores, k)
         s4 = self.layout.side4
         low = (maskembs[order] @ mf.reshape(c, -1)).reshape(1, k, s4, s4)
-        masks = F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_hw[0], : input_hw[1]]
-        masks = F.interpolate(
-            masks,
-            size=(orig_im_size[0].to(torch.int64), orig_im_size[1].to(torch.int64)),  # type: ignore[arg-type]
-            mode="bilinear",
-            align_corners=False,
-        )
-        return masks, top[None], low
+        return sam_masks_to_original(low, s, input_hw, orig_im_size), top[None], low
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -562,8 +565,7 @@ class SEEMOnnxTextDecoder(nn.Module):
         s = self.image_size
         n_lv = len(self.layout.level_sizes)
         c = cfg.hidden_dim
-        scale = s / orig_im_size.max()
-        input_hw = torch.floor(0.5 + orig_im_size * scale).to(torch.int64)
+        input_hw = sam_input_size(orig_im_size, s)
         parts = self.layout.unpack(image_embeddings)
         mf = parts["mask_features"]
 
@@ -576,23 +578,12 @@ class SEEMOnnxTextDecoder(nn.Module):
         q_blocked = (maskembs @ parts["mask_features_level0"].reshape(c, -1)).sigmoid() < 0.5  # [N, h*w]
         for i in range(cfg.num_layers):
             blocked = q_blocked & ~q_blocked.all(-1, keepdim=True)
-            cross: CrossAttentionLayer = dec.cross_attention_layer(i)
-            kk, vv = parts[f"key{i}"], parts[f"value{i}"]
-            if cross.pre_norm:
-                h = h + _attend(cross.multihead_attn, cross.norm(h) + h_pos, kk, vv, blocked)
-            else:
-                h = cross.norm(h + _attend(cross.multihead_attn, h + h_pos, kk, vv, blocked))
+            h = _cross_layer(dec.cross_attention_layer(i), h, h_pos, parts[f"key{i}"], parts[f"value{i}"], blocked)
             # self-attention: grounding queries and text tokens attend to each other freely
             x = torch.cat([h, tok])
             x_pos = torch.cat([h_pos, tok_pos])
             sa = cast(SelfAttentionLayer, dec.transformer_self_attention_layers[i])
-            if sa.pre_norm:
-                y = sa.norm(x)
-                kp, vp = _project_kv(sa.self_attn, y + x_pos, y)
-                x = x + _attend(sa.self_attn, y + x_pos, kp, vp, None)
-            else:
-                kp, vp = _project_kv(sa.self_attn, x + x_pos, x)
-                x = sa.norm(x + _attend(sa.self_attn, x + x_pos, kp, vp, None))
+            x = _self_layer(sa, x, x_pos, x, x_pos, None)
             x = cast(FFNLayer, dec.transformer_ffn_layers[i])(x)
             h, tok = x[:n], x[n:]
             hn = dec.decoder_norm(h)
