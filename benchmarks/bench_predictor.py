@@ -13,29 +13,27 @@ image (Kodak kodim05, short side resized to 512), in fp32 and under bf16 autocas
   ``SEEMModel.decode`` (the decoder), the upsampling of the chosen stride-4 logits to the original size
   (bilinear to the padded canvas, crop, bilinear to 500×500, ``sigmoid > 0.5``), the label (softmax).
 
-bf16 is measured two ways: ``autocast per click`` (a fresh ``torch.autocast`` context around each call: the
-decoder's fp32 weights are cast again on every click) and ``autocast session`` (one context around the whole
-session: autocast caches the casts of the weights, as an app that enables autocast once would).
+Precisions: ``fp32`` (``Segmenter()``), ``bf16`` (``Segmenter(precision="bf16")``: the decoder under bf16
+autocast, the encoder in fp32) and ``bf16-all`` (an app that wraps everything, the encoder too, in one
+``torch.autocast`` region: faster encoding, masks less close to fp32's; see ``Segmenter``'s ``precision``).
 
 Times are medians (wall clock, and process CPU time summed over threads: less sensitive to other processes on a
-shared machine). ``OMP_WAIT_POLICY=PASSIVE`` is set before torch starts (busy-waiting OpenMP threads slow the
-decoder's many small operations down a lot on a shared machine). Goals printed with each run: a click ≤ 30 ms
+shared machine). OpenMP runs as the environment sets it up (``OMP_WAIT_POLICY`` unset = the default a user gets:
+threads wait actively for a short while; ``PASSIVE`` makes two threads much slower on the decoder's many small
+operations, but spares a machine that trains at the same time). Goals printed with each run: a click ≤ 30 ms
 and ≥ 10× faster than a full re-run.
 
-    python benchmarks/bench_predictor.py [--threads 1,2] [--precision fp32,bf16] [--clicks 30] [--reruns 3]
+    python benchmarks/bench_predictor.py [--threads 1,2] [--precision fp32,bf16,bf16-all] [--clicks 30] [--reruns 3]
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
+import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -116,12 +114,14 @@ def measure(
         raster = rasterize(prompt(0), g)
         spatial = SpatialPrompts(torch.from_numpy(raster.pos)[None], torch.from_numpy(raster.neg)[None])
 
+        decoder_ctx = torch.autocast("cpu", dtype=torch.bfloat16) if seg.precision == "bf16" else nullcontext()
+
         def decode(i: int) -> object:
             inputs = DecoderInputs(
                 seg.features, class_embeddings=vocab, logit_scale=seg.model.logit_scale, object_queries=False
             )
             inputs.spatial = spatial
-            with torch.no_grad():
+            with torch.no_grad(), decoder_ctx:
                 return seg.model.decode(inputs)
 
         rows["  decoder"] = timed(decode, n_clicks)
@@ -147,35 +147,13 @@ def measure(
     return rows
 
 
-@contextmanager
-def autocast_per_call(seg: Segmenter) -> Iterator[None]:
-    """Wrap every ``segment`` / ``set_image`` / ``decode`` call in its own bf16 autocast context."""
-    originals = {name: getattr(seg, name) for name in ("segment", "set_image")}
-    decode = seg.model.decode
-
-    def wrap(fn: Callable) -> Callable:
-        def inner(*a: object, **k: object) -> object:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return fn(*a, **k)
-
-        return inner
-
-    for name, fn in originals.items():
-        setattr(seg, name, wrap(fn))
-    seg.model.decode = wrap(decode)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        for name in originals:
-            delattr(seg, name)
-        del seg.model.decode
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="any RGB photo (default: Kodak kodim05)")
     ap.add_argument("--threads", default="1,2", help="thread counts to measure, e.g. 1,2 (default)")
-    ap.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 or both (default fp32,bf16)")
+    ap.add_argument(
+        "--precision", default="fp32,bf16,bf16-all", help="any of fp32, bf16, bf16-all (default: all three)"
+    )
     ap.add_argument("--clicks", type=int, default=30, help="clicks per measurement (default 30)")
     ap.add_argument("--reruns", type=int, default=3, help="full re-runs per measurement (default 3)")
     ap.add_argument("--coco", action="store_true", help="label with the 133 COCO classes (slow first encoding)")
@@ -200,26 +178,32 @@ def main() -> None:
 
         model = load(None if args.model == "default" else args.model)
         name, vocab = f"{model.config.name} ({args.model})", None
+    unknown = set(precisions) - {"fp32", "bf16", "bf16-all"}
+    if unknown:
+        raise SystemExit(f"unknown --precision {', '.join(sorted(unknown))} (fp32, bf16, bf16-all)")
     seg = Segmenter(model, vocabulary=vocab, cache_dir=False, progress=False)
-    seg.set_image(image)
-    seg.segment(PromptSet(points=Points([[10, 10]])))  # encodes the vocabulary once
+    seg_bf16 = Segmenter(model, vocabulary=vocab, cache_dir=False, progress=False, precision="bf16")
+    for s in (seg, seg_bf16):
+        s.set_image(image)
+        s.segment(PromptSet(points=Points([[10, 10]])))  # encodes the vocabulary once
     g = seg.geometry
     print(
         f"{name}, {args.image.name} {g.original_size[1]}×{g.original_size[0]} → "
         f"{g.resized_size[1]}×{g.resized_size[0]} (padded {g.padded_size[1]}×{g.padded_size[0]}), "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, torch {torch.__version__}"
     )
-    configs: list[tuple[str, Callable[[], AbstractContextManager]]] = []
+    configs: list[tuple[str, Segmenter, Callable[[], AbstractContextManager]]] = []
     if "fp32" in precisions:
-        configs.append(("fp32", nullcontext))
+        configs.append(("fp32", seg, nullcontext))
     if "bf16" in precisions:
-        configs.append(("bf16 autocast per click", lambda: autocast_per_call(seg)))
-        configs.append(("bf16 autocast session", lambda: torch.autocast("cpu", dtype=torch.bfloat16)))
+        configs.append(("bf16 (decoder)", seg_bf16, nullcontext))
+    if "bf16-all" in precisions:
+        configs.append(("bf16-all (app autocast)", seg, lambda: torch.autocast("cpu", dtype=torch.bfloat16)))
     results = []
     for n in threads:
         torch.set_num_threads(n)
-        for name, ctx in configs:
-            rows = measure(seg, image, ctx, args.clicks, args.reruns)
+        for name, s, ctx in configs:
+            rows = measure(s, image, ctx, args.clicks, args.reruns)
             results.append((n, name, rows))
             print(f"\n{name}, {n} thread(s)           wall      CPU (all threads)")
             for stage, (wall, cpu) in rows.items():

@@ -93,6 +93,39 @@ def test_text_prompt_finds_the_cat(seg: Segmenter) -> None:
     assert far.score < cat.score
 
 
+def test_bf16_precision_gives_the_fp32_masks(model: SEEMModel, one_torch_thread: None) -> None:
+    """``Segmenter(precision="bf16")`` (autocast decoder, packed bfloat16 weights on this CPU) gives the
+    float32 masks up to rounding on real photos: a click, its correction round (memory), a box; float32 outputs."""
+    from seem.session import InteractiveSession
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        return float((a & b).sum()) / max(1.0, float((a | b).sum()))
+
+    fp32 = Segmenter(model, progress=False, cache_dir=False)
+    bf16 = Segmenter(model, progress=False, cache_dir=False, precision="bf16")
+    for image, prompt in (
+        (sample_image("chelsea"), PromptSet(points=Points([EYE]))),
+        (sample_image("coffee"), PromptSet(boxes=[Box([90, 40, 330, 330])])),
+    ):
+        outs = []
+        for seg in (fp32, bf16):
+            seg.set_image(image)
+            [obj] = seg.segment(prompt)
+            outs.append(obj)
+        a, b = outs
+        assert b.low_res_logits is not None and b.low_res_logits.dtype == np.float32
+        assert iou(a.mask, b.mask) >= 0.99 and a.label == b.label, (iou(a.mask, b.mask), a.label, b.label)
+    rounds = []
+    for seg in (fp32, bf16):
+        seg.set_image(sample_image("chelsea"))
+        session = InteractiveSession(seg)
+        session.click(*EYE)
+        rounds.append(session.click(EYE[0] + 60, EYE[1] + 40, positive=False).mask)
+    assert iou(*rounds) >= 0.99
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        Segmenter(model, precision="fp16")  # type: ignore[arg-type]
+
+
 def test_interactive_quality_on_grabcut(model: SEEMModel, one_torch_thread: None) -> None:
     from seem.eval.adapters import adapt
     from seem.eval.datasets import open_dataset
@@ -141,3 +174,21 @@ def test_exported_default_model_evaluates_like_pytorch(model: SEEMModel, tmp_pat
     assert {t: (r.noc, r.failures) for t, r in onnx.noc.items()} == {
         t: (r.noc, r.failures) for t, r in torch_.noc.items()
     }
+
+
+def test_segment_cli_with_bf16_precision(model: SEEMModel, tmp_path, one_torch_thread: None) -> None:
+    """``seem segment --precision bf16`` gives the float32 command's mask up to rounding (default model)."""
+    from seem.cli import PRECISIONS, main
+    from seem.predictor import PRECISIONS as PREDICTOR_PRECISIONS
+    from seem.results import rle_to_mask
+
+    assert PRECISIONS == PREDICTOR_PRECISIONS
+    masks = []
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        argv = ["segment", str(sample_image("coffee")), "--box", "90,40,330,330", "--out", str(out), "--quiet"]
+        assert main([*argv, "--precision", precision]) == 0
+        [s] = json.loads((out / "coffee.json").read_text())["segments"]
+        masks.append(rle_to_mask(s["segmentation"]))
+    a, b = masks
+    assert a.sum() > 1000 and float((a & b).sum()) / float((a | b).sum()) >= 0.99

@@ -47,7 +47,13 @@ from test_seem_decoder import (
 from torch.utils.flop_counter import FlopCounterMode
 
 from seem.models.config import from_official_yaml
-from seem.models.seem_decoder import SEEMDecoder
+from seem.models.seem_decoder import (
+    SEEMDecoder,
+    _can_pack,
+    linear,
+    masked_attention,
+    sparse_masked_attention,
+)
 from seem.models.seem_types import (
     DecoderInputs,
     DecoderOutput,
@@ -56,6 +62,7 @@ from seem.models.seem_types import (
     ImageFeatures,
     ReferenceTokens,
     SpatialPrompts,
+    mask_logits_from_embeddings,
 )
 
 TOL = 1e-5
@@ -466,8 +473,9 @@ def test_low_precision_weight_cache() -> None:
     pos = torch.zeros(1, 128, 160, dtype=torch.bool)
     pos[0, 30:60, 40:80] = True
     inputs = DecoderInputs(feats, spatial=SpatialPrompts(pos), object_queries=True)
+    final_only = DecoderInputs(feats, spatial=SpatialPrompts(pos), object_queries=True, final_only=True)
 
-    def run() -> DecoderOutput:
+    def run(inputs: DecoderInputs = inputs) -> DecoderOutput:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             return dec(inputs)
 
@@ -481,15 +489,19 @@ def test_low_precision_weight_cache() -> None:
             and torch.equal(a.final.object.captions, b.final.object.captions)
         )
 
-    cached = run()
+    cached, cached_final_only = run(), run(final_only)
     ((key, (_, layers)),) = dec._low_precision.items()
-    assert key == (torch.bfloat16, torch.device("cpu")) and len(layers) == dec.cfg.num_layers
-    assert layers[0].self_attn.q.weight.dtype == torch.bfloat16 and layers[0].self_attn.q.weight.is_contiguous()
+    assert key == (torch.bfloat16, torch.device("cpu")) and len(layers.layers) == dec.cfg.num_layers
+    q = layers.layers[0].self_attn.q
+    assert q.weight.dtype == torch.bfloat16 and q.weight.is_contiguous()
+    assert len(layers.mask_embed) == 3 and layers.mask_embed[0].weight.dtype == torch.bfloat16
+    # on a CPU with oneDNN's bfloat16 kernels the copies are also packed (the path a click takes)
+    assert (q.packed is not None) == _can_pack(q.weight)
     assert same(run(), cached) and dec._low_precision[key][1] is layers  # reused by a new autocast context
     # reference: autocast casting the float32 parameters itself (the cache switched off)
-    dec._layer_weights = lambda device: None  # type: ignore[method-assign]
-    assert same(run(), cached)
-    del dec._layer_weights
+    dec._low_precision_weights = lambda device: None  # type: ignore[method-assign]
+    assert same(run(), cached) and same(run(final_only), cached_final_only)
+    del dec._low_precision_weights
     # no copies without autocast or with gradients
     fresh = _random_decoder()
     with torch.no_grad():
@@ -502,5 +514,63 @@ def test_low_precision_weight_cache() -> None:
         dec.transformer_ffn_layers[2].linear1.weight.mul_(1.5)
     changed = run()
     assert dec._low_precision[key][1] is not layers
-    dec._layer_weights = lambda device: None  # type: ignore[method-assign]
+    dec._low_precision_weights = lambda device: None  # type: ignore[method-assign]
     assert same(run(), changed) and not same(changed, cached)
+
+
+def test_packed_mask_projection_equals_matmul() -> None:
+    """The attention-mask logits through the packed mask features equal the batched matmul bit for bit."""
+    dec = _random_decoder()
+    feats = _random_features()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        img = dec._image_cache(feats)
+        emb = torch.randn(1, 5, dec.cfg.mask_dim).to(torch.bfloat16)
+        for level in range(len(img.sizes)):
+            mf = img.mask_features_at(level, torch.bfloat16)
+            proj = img.mask_projection_at(level, torch.bfloat16)
+            assert (proj is not None) == _can_pack(mf)
+            if proj is None:
+                continue
+            reference = mask_logits_from_embeddings(emb, mf).flatten(2)
+            assert torch.equal(linear(emb, proj), reference)
+        assert img.mask_projection_at(0, torch.float16) is None  # only the packed dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sparse_masked_attention_equals_dense(dtype: torch.dtype) -> None:
+    """Rows with few free keys attend to the gathered keys only: the same output as the dense masked attention
+    (up to the order of the sums), for sparse, dense, fully blocked and mixed rows, with batch > 1."""
+    g = torch.Generator().manual_seed(0)
+    b, h, n_rows, s, d = 2, 4, 7, 300, 16
+    q = torch.randn(b, h, n_rows, d, generator=g).to(dtype)
+    k = torch.randn(b, h, s, d, generator=g).to(dtype)
+    v = torch.randn(b, h, s, d, generator=g).to(dtype)
+    blocked = torch.ones(b, n_rows, s, dtype=torch.bool)
+    blocked[:, 0, 10:40] = False  # sparse
+    blocked[:, 1] = torch.rand(b, s, generator=g) < 0.3  # dense
+    blocked[:, 2, 5:9] = False  # sparse, shares no key with row 0
+    # row 3 fully blocked: zeros in both
+    blocked[0, 4, :200] = False  # sparse in batch item 1 only: takes the dense path
+    blocked[1, 4, 100:120] = False
+    blocked[:, 5, 35:60] = False
+    blocked[:, 6] = blocked[:, 5]  # memory rows share a mask
+    dense = masked_attention(q, k, v, blocked)
+    sparse = sparse_masked_attention(q, k, v, blocked, min_elements=0)
+    assert sparse.shape == dense.shape and sparse.dtype == dense.dtype
+    assert torch.equal(sparse[:, :, 3], torch.zeros_like(sparse[:, :, 3]))
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(sparse.float(), dense.float(), atol=tol, rtol=tol)
+    # only dense rows / only sparse rows
+    torch.testing.assert_close(
+        sparse_masked_attention(q[:, :, 1:2], k, v, blocked[:, 1:2], min_elements=0).float(),
+        dense[:, :, 1:2].float(),
+        atol=tol,
+        rtol=tol,
+    )
+    only = [0, 2, 5, 6]
+    torch.testing.assert_close(
+        sparse_masked_attention(q[:, :, only], k, v, blocked[:, only], min_elements=0).float(),
+        dense[:, :, only].float(),
+        atol=tol,
+        rtol=tol,
+    )

@@ -117,7 +117,7 @@ def _load_segmenter(args: argparse.Namespace) -> Any:
     from seem.predictor import Segmenter, resolve_model
 
     model = resolve_model(args.model, config=args.config, device=args.device)
-    seg = Segmenter(model, short_side=args.size, progress=not args.quiet)
+    seg = Segmenter(model, short_side=args.size, progress=not args.quiet, precision=args.precision)
     if args.classes:
         if not args.labels:
             raise ValueError("--classes is the vocabulary of --labels; add --labels")
@@ -210,6 +210,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
 def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``seem video`` on the ``seem`` command's subparsers; returns the new parser."""
+    from seem import cli  # the ``seem`` command calls this, so the module is loaded (no cycle at import time)
+
     p = subparsers.add_parser(
         "video",
         help="follow objects through a video from prompts on one frame",
@@ -237,6 +239,7 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="official SEEM YAML for a .pt whose architecture is not inferable")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--size", type=int, default=512, help="short side of the model input in pixels (default 512)")
+    p.add_argument("--precision", choices=cli.PRECISIONS, default="fp32", help=cli.PRECISION_HELP)
     p.add_argument("--out", required=True, help="output directory (created if needed)")
     p.add_argument("--fps", type=float, default=None, help="overlay frame rate (default: the video's, or 24)")
     p.add_argument("--gt", default=None, metavar="DIR", help="ground-truth mask PNGs (<frame>.png): report J&F")

@@ -100,10 +100,47 @@ def vl_similarity(visual: Tensor, text: Tensor, logit_scale: Tensor) -> Tensor:
 
 
 class Projection(NamedTuple):
-    """Weight ``[out, in]`` and bias ``[out]`` of one linear projection (``F.linear(x, weight, bias)``)."""
+    """Weight ``[out, in]`` and bias ``[out]`` of one linear projection (``F.linear(x, weight, bias)``).
+
+    ``packed``: optionally the same weight re-laid out once for oneDNN (``pack_projection``); ``linear`` then
+    skips the layout conversion that a plain bfloat16 matmul repeats on every call (same result bit for bit).
+    """
 
     weight: Tensor
     bias: Tensor
+    packed: Tensor | None = None
+
+
+def _can_pack(weight: Tensor) -> bool:
+    """Whether ``weight`` can be pre-packed for oneDNN: a bfloat16 CPU tensor with oneDNN's bfloat16 kernels."""
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.bfloat16
+        and torch.backends.mkldnn.is_available()
+        and bool(torch.backends.mkldnn.enabled)
+        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    )
+
+
+def pack_projection(p: Projection) -> Projection:
+    """``p`` with its weight pre-packed for oneDNN when that is possible (bfloat16 on a CPU with oneDNN's
+    bfloat16 kernels), else ``p`` unchanged. The packed copy costs as much memory as the weight."""
+    if not _can_pack(p.weight):
+        return p
+    return Projection(p.weight, p.bias, torch.ops.mkldnn._reorder_linear_weight(p.weight, 16))
+
+
+def linear(x: Tensor, p: Projection, relu: bool = False) -> Tensor:
+    """``F.linear(x, p.weight, p.bias)`` (then ReLU when ``relu``) on ``x [..., in]``; through the packed weight
+    when ``p`` has one and ``x`` has the weight's dtype, or is float32 under an autocast to that dtype (cast as
+    autocast would): equal to ``F.linear`` bit for bit, the same oneDNN kernel without the re-layout."""
+    if p.packed is not None and x.device.type == "cpu":
+        if x.dtype == torch.float32 and _autocast_dtype(x.device) == p.weight.dtype:
+            x = x.to(p.weight.dtype)
+        if x.dtype == p.weight.dtype:
+            return torch.ops.mkldnn._linear_pointwise(x, p.packed, p.bias, "relu" if relu else "none", [], "")
+    y = F.linear(x, p.weight, p.bias)
+    return F.relu(y) if relu else y
 
 
 class AttentionWeights(NamedTuple):
@@ -128,6 +165,15 @@ class LayerWeights(NamedTuple):
     cross: AttentionWeights
     self_attn: AttentionWeights
     ffn: tuple[Projection, Projection]
+
+
+class LowPrecisionWeights(NamedTuple):
+    """The decoder's per-call matmul weights in a low-precision autocast dtype, cast (and, on a CPU with
+    oneDNN's bfloat16 kernels, packed) once: ``layers`` per decoder layer, ``mask_embed`` the mask-embedding
+    MLP's linear layers (used by the attention-mask-only steps of ``final_only``)."""
+
+    layers: list[LayerWeights]
+    mask_embed: list[Projection]
 
 
 class MultiheadAttention(nn.Module):
@@ -183,14 +229,11 @@ class MultiheadAttention(nn.Module):
         """
         c, h = self.embed_dim, self.num_heads
         if weights is None:
-            _, w_k, w_v = self.in_proj_weight.split(c)
-            _, b_k, b_v = self.in_proj_bias.split(c)
-        else:
-            (w_k, b_k), (w_v, b_v) = weights.k, weights.v
+            weights = self.weights()
         ls, b, _ = key.shape
         d = c // h
-        k = F.linear(key.contiguous(), w_k, b_k)
-        v = F.linear(value.contiguous(), w_v, b_v)
+        k = linear(key.contiguous(), weights.k)
+        v = linear(value.contiguous(), weights.v)
         k = k.reshape(ls, b, h, d).permute(1, 2, 0, 3).contiguous()
         v = v.reshape(ls, b, h, d).permute(1, 2, 0, 3).contiguous()
         return k, v
@@ -202,27 +245,82 @@ class MultiheadAttention(nn.Module):
         v: Tensor,
         blocked: Tensor | None = None,
         weights: AttentionWeights | None = None,
+        sparse: bool = False,
     ) -> Tensor:
-        """Attention of ``query [L, B, C]`` to projected ``k, v [B, H, S, d]`` (``project_key_value``)."""
+        """Attention of ``query [L, B, C]`` to projected ``k, v [B, H, S, d]`` (``project_key_value``).
+
+        ``sparse``: rows that may attend to few keys attend to those keys only (``sparse_masked_attention``;
+        equal up to rounding, used by the decoder's fast path)."""
         c, h = self.embed_dim, self.num_heads
         if weights is None:
-            w_q, b_q = self.in_proj_weight[:c], self.in_proj_bias[:c]
-        else:
-            w_q, b_q = weights.q
+            weights = self.weights()
         lq, b, _ = query.shape
         d = c // h
-        q = F.linear(query.contiguous(), w_q, b_q) * (d**-0.5)
+        q = linear(query.contiguous(), weights.q) * (d**-0.5)
         q = q.reshape(lq, b, h, d).permute(1, 2, 0, 3)  # [B, H, L, d]
-        scores = q @ k.transpose(-2, -1).to(q.dtype)
-        if blocked is not None:
-            scores.masked_fill_(blocked[:, None], float("-inf"))  # scores is a fresh tensor
-        attn = scores.softmax(dim=-1)
-        # in place where no autograd graph needs the softmax output
-        attn = attn.nan_to_num() if attn.requires_grad else attn.nan_to_num_()
-        out = (attn.to(v.dtype) @ v).permute(2, 0, 1, 3).reshape(lq, b, c)
-        if weights is None:
-            return self.out_proj(out)
-        return F.linear(out, *weights.out)
+        if sparse and blocked is not None:
+            out = sparse_masked_attention(q, k, v, blocked)
+        else:
+            out = masked_attention(q, k, v, blocked)
+        return linear(out.permute(2, 0, 1, 3).reshape(lq, b, c), weights.out)
+
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, blocked: Tensor | None) -> Tensor:
+    """``softmax(q kᵀ, blocked → -inf) v`` for ``q [B, H, L, d]``, ``k, v [B, H, S, d]``, ``blocked`` bool
+    ``[B, L, S]`` (True = may not attend) → ``[B, H, L, d]``. A fully blocked row outputs zeros (the softmax is
+    followed by ``nan_to_num``). ``q`` carries the ``d**-0.5`` scale already."""
+    scores = q @ k.transpose(-2, -1).to(q.dtype)
+    if blocked is not None:
+        scores.masked_fill_(blocked[:, None], float("-inf"))  # scores is a fresh tensor
+    attn = scores.softmax(dim=-1)
+    # in place where no autograd graph needs the softmax output
+    attn = attn.nan_to_num() if attn.requires_grad else attn.nan_to_num_()
+    return attn.to(v.dtype) @ v
+
+
+SPARSE_ROW_FRACTION = 0.25  # rows free to attend to at most this fraction of the keys take the gathered path
+# below this many key elements (B·H·S·d) gathering costs more than it saves (measured on this CPU: SEEM Focal-T's
+# stride-8 level, 2 M elements, gains; its stride-16 level and the 128-wide default model's levels lose)
+SPARSE_MIN_ELEMENTS = 1 << 20
+
+
+def sparse_masked_attention(
+    q: Tensor, k: Tensor, v: Tensor, blocked: Tensor, min_elements: int = SPARSE_MIN_ELEMENTS
+) -> Tensor:
+    """``masked_attention`` computed over fewer keys: the rows whose free keys are at most
+    ``SPARSE_ROW_FRACTION`` of ``S`` (in every batch item) attend to the union of their free keys only,
+    gathered from ``k`` / ``v``; the other rows attend to all keys. Mathematically the same (a blocked key adds
+    an exact zero to the softmax and to the weighted sum), equal up to the order of the sums. Plain
+    ``masked_attention`` when ``k`` has fewer than ``min_elements`` elements or the union is not small.
+
+    Masked-attention rows are usually like that: the official attention mask leaves a query only its
+    predicted region (a few per cent of the image for a click; SEEM's 32 memory rows all share the previous
+    mask's region), so this reads a small part of the per-image keys and values instead of all of them.
+    """
+    if k.numel() < min_elements:
+        return masked_attention(q, k, v, blocked)
+    free = ~blocked  # [B, L, S]
+    n_keys = free.shape[-1]
+    few = (free.sum(-1) <= SPARSE_ROW_FRACTION * n_keys).all(0)  # [L]
+    if not bool(few.any()):
+        return masked_attention(q, k, v, blocked)
+    rows = few.nonzero().squeeze(1)
+    keys = free.index_select(1, rows).any(1).any(0).nonzero().squeeze(1)  # union of the rows' free keys
+    if keys.numel() > SPARSE_ROW_FRACTION * n_keys:
+        return masked_attention(q, k, v, blocked)
+    part = masked_attention(
+        q.index_select(2, rows),
+        k.index_select(2, keys),
+        v.index_select(2, keys),
+        blocked.index_select(1, rows).index_select(2, keys),
+    )
+    if rows.numel() == few.numel():
+        return part
+    rest = (~few).nonzero().squeeze(1)
+    dense = masked_attention(q.index_select(2, rest), k, v, blocked.index_select(1, rest))
+    out = dense.new_empty((*dense.shape[:2], few.numel(), dense.shape[-1]))
+    out.index_copy_(2, rows, part.to(dense.dtype))
+    return out.index_copy_(2, rest, dense)
 
 
 class SelfAttentionLayer(nn.Module):
@@ -235,12 +333,27 @@ class SelfAttentionLayer(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(
-        self, x: Tensor, blocked: Tensor | None, pos: Tensor, weights: AttentionWeights | None = None
+        self,
+        x: Tensor,
+        blocked: Tensor | None,
+        pos: Tensor,
+        weights: AttentionWeights | None = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
+        """``x, pos [L, B, C]``, ``blocked`` bool ``[B, L, L]`` → ``[L, B, C]``; with ``rows`` (long ``[K]``) only
+        those rows' outputs, ``[K, B, C]`` (every row still serves as a key and value)."""
         if self.pre_norm:
             y = self.norm(x)
-            return x + self.self_attn(y + pos, y + pos, y, blocked, weights)
-        return self.norm(x + self.self_attn(x + pos, x + pos, x, blocked, weights))
+            if rows is None:
+                return x + self.self_attn(y + pos, y + pos, y, blocked, weights)
+            yp = y + pos
+            sel = None if blocked is None else blocked.index_select(1, rows)
+            return x.index_select(0, rows) + self.self_attn(yp.index_select(0, rows), yp, y, sel, weights)
+        if rows is None:
+            return self.norm(x + self.self_attn(x + pos, x + pos, x, blocked, weights))
+        xp = x + pos
+        sel = None if blocked is None else blocked.index_select(1, rows)
+        return self.norm(x.index_select(0, rows) + self.self_attn(xp.index_select(0, rows), xp, x, sel, weights))
 
 
 class CrossAttentionLayer(nn.Module):
@@ -271,12 +384,14 @@ class CrossAttentionLayer(nn.Module):
         blocked: Tensor,
         query_pos: Tensor,
         weights: AttentionWeights | None = None,
+        sparse: bool = False,
     ) -> Tensor:
-        """``forward`` with the keys / values of ``project_memory`` (``weights``: see ``MultiheadAttention``)."""
+        """``forward`` with the keys / values of ``project_memory`` (``weights``, ``sparse``: see
+        ``MultiheadAttention.attend``)."""
         if self.pre_norm:
             y = self.norm(x)
-            return x + self.multihead_attn.attend(y + query_pos, k, v, blocked, weights)
-        return self.norm(x + self.multihead_attn.attend(x + query_pos, k, v, blocked, weights))
+            return x + self.multihead_attn.attend(y + query_pos, k, v, blocked, weights, sparse)
+        return self.norm(x + self.multihead_attn.attend(x + query_pos, k, v, blocked, weights, sparse))
 
 
 class FFNLayer(nn.Module):
@@ -297,8 +412,8 @@ class FFNLayer(nn.Module):
             return self.norm(x + self.linear2(F.relu(self.linear1(x))))
         w1, w2 = weights
         if self.pre_norm:
-            return x + F.linear(F.relu(F.linear(self.norm(x), *w1)), *w2)
-        return self.norm(x + F.linear(F.relu(F.linear(x, *w1)), *w2))
+            return x + linear(linear(self.norm(x), w1, relu=True), w2)
+        return self.norm(x + linear(linear(x, w1, relu=True), w2))
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -356,6 +471,8 @@ class _ImageCache:
         self.mask_features = mf.to(self.head_dtype)
         self._kv: dict[int, tuple[Tensor, Tensor]] = {}
         self._mf_levels: dict[tuple[int, torch.dtype], Tensor] = {}
+        self._mf_packed: dict[tuple[int, torch.dtype], Projection | None] = {}
+        self._sampling_maps: dict[int, Tensor] = {}
 
     def matches(self, feats: ImageFeatures, signature: tuple[Any, ...]) -> bool:
         sources = (*feats.multi_scale, feats.mask_features)
@@ -393,14 +510,38 @@ class _ImageCache:
             self._mf_levels[level, dtype] = self._mf_levels[level, self.head_dtype].to(dtype)
         return self._mf_levels[level, dtype]
 
+    def sampling_map(self, level: int) -> Tensor:
+        """``level_maps[level]`` as prompt points are sampled from it: at least float32 (``sample_features``
+        samples half-precision maps in float32; converted once per image here instead of on every prompt)."""
+        if level not in self._sampling_maps:
+            m = self.level_maps[level]
+            self._sampling_maps[level] = m.float() if m.dtype in (torch.float16, torch.bfloat16) else m
+        return self._sampling_maps[level]
+
+    def mask_projection_at(self, level: int, dtype: torch.dtype) -> Projection | None:
+        """``mask_features_at(level, dtype)`` of a one-image batch as a packed linear projection (weight
+        ``[h·w, mask_dim]``, no bias) so that ``linear(embeddings [1, Q, mask_dim], p)`` gives the flattened
+        attention-mask logits ``[1, Q, h·w]`` bit for bit as the batched matmul does, without oneDNN re-laying
+        the features out on every call; None when packing is not possible (see ``pack_projection``)."""
+        if (level, dtype) not in self._mf_packed:
+            mf = self.mask_features_at(level, dtype)
+            proj = None
+            if mf.shape[0] == 1 and _can_pack(mf):
+                weight = mf[0].flatten(1).t().contiguous()
+                proj = pack_projection(Projection(weight, torch.zeros(weight.shape[0], dtype=dtype)))
+            self._mf_packed[level, dtype] = proj
+        return self._mf_packed[level, dtype]
+
     def prepare(self, dec: SEEMDecoder) -> None:
         """Compute every lazily built tensor now."""
         for i in range(dec.cfg.num_layers):
             self.key_value(dec, i)
         for lvl in range(len(self.sizes)):
             self.mask_features_at(lvl)
+            self.sampling_map(lvl)
             if self.autocast is not None:
                 self.mask_features_at(lvl, self.autocast)
+                self.mask_projection_at(lvl, self.autocast)
 
 
 class _Heads:
@@ -494,8 +635,8 @@ class SEEMDecoder(nn.Module):
         self.pn_indicator = nn.Embedding(2, c)
         self._reset_parameters()
         self._cache_token = next(_CACHE_TOKENS)
-        # (dtype, device) -> (weight signature, per-layer weights in that dtype); see _layer_weights
-        self._low_precision: dict[tuple[torch.dtype, torch.device], tuple[tuple[Any, ...], list[LayerWeights]]] = {}
+        # (dtype, device) -> (weight signature, weights in that dtype); see _low_precision_weights
+        self._low_precision: dict[tuple[torch.dtype, torch.device], tuple[tuple[Any, ...], LowPrecisionWeights]] = {}
 
     def _reset_parameters(self) -> None:
         for layers in (
@@ -673,7 +814,8 @@ class SEEMDecoder(nn.Module):
         )
 
     def _matmul_params(self) -> list[Tensor]:
-        """The parameters of every layer's attention and FFN matmuls (what ``_layer_weights`` casts).
+        """The parameters of every layer's attention and FFN matmuls and of the mask-embedding MLP (what
+        ``_low_precision_weights`` casts).
 
         Read through the module dicts directly: this runs on every call under autocast, and the usual attribute
         access costs more than the whole lookup.
@@ -693,6 +835,8 @@ class SEEMDecoder(nn.Module):
             for lin in ("linear1", "linear2"):
                 lp = ffn._modules[lin]._parameters
                 params += (lp["weight"], lp["bias"])
+        for lin in mods["mask_embed"]._modules["layers"]._modules.values():
+            params += (lin._parameters["weight"], lin._parameters["bias"])
         return params
 
     def __getstate__(self) -> dict[str, Any]:
@@ -701,16 +845,19 @@ class SEEMDecoder(nn.Module):
         state["_low_precision"] = {}
         return state
 
-    def _layer_weights(self, device: torch.device) -> list[LayerWeights] | None:
-        """Per-layer weights in the active low-precision autocast dtype, cast once and kept; None otherwise.
+    def _low_precision_weights(self, device: torch.device) -> LowPrecisionWeights | None:
+        """The matmul weights in the active low-precision autocast dtype, cast once and kept; None otherwise.
 
         Under ``torch.autocast`` with a lower-precision dtype (bfloat16 / float16) and without gradients, the
         attention and FFN matmuls of every call would cast their float32 weights again (autocast caches the
         casts of whole leaf parameters only, not of the ``in_proj_weight`` thirds, and a fresh autocast context
         casts everything again). Casting once gives identical results: ``F.linear`` of two low-precision
-        tensors is what autocast runs anyway. The copies are rebuilt when a weight is replaced or modified in
-        place (identity and version check, as for the per-image cache). None without autocast, with a float32
-        autocast dtype, or with gradients on: the layers then use their parameters directly.
+        tensors is what autocast runs anyway. On a CPU with oneDNN's bfloat16 kernels the bfloat16 copies are
+        also packed for oneDNN (``pack_projection``): a plain bfloat16 ``F.linear`` re-lays its weight out on
+        every call, which cost about 40 % of a click's decoder time on full-size SEEM (results bit-identical).
+        The copies are rebuilt when a weight is replaced or modified in place (identity and version check, as for
+        the per-image cache). None without autocast, with a float32 autocast dtype, or with gradients on: the
+        layers then use their parameters directly.
         """
         dtype = _autocast_dtype(device)
         if dtype is None or dtype not in (torch.bfloat16, torch.float16) or torch.is_grad_enabled():
@@ -728,7 +875,7 @@ class SEEMDecoder(nn.Module):
             return t.detach().to(dtype).contiguous()
 
         def proj(pr: Projection) -> Projection:
-            return Projection(low(pr.weight), low(pr.bias))
+            return pack_projection(Projection(low(pr.weight), low(pr.bias)))
 
         def attn(a: AttentionWeights) -> AttentionWeights:
             return AttentionWeights(proj(a.q), proj(a.k), proj(a.v), proj(a.out))
@@ -737,8 +884,10 @@ class SEEMDecoder(nn.Module):
         for i in range(self.cfg.num_layers):
             cross, self_attn, ffn = self._layer_params(i)
             layers.append(LayerWeights(attn(cross), attn(self_attn), (proj(ffn[0]), proj(ffn[1]))))
-        self._low_precision[key] = (signature, layers)
-        return layers
+        mlp = [proj(Projection(lin.weight, lin.bias)) for lin in cast(Any, self.mask_embed.layers)]
+        weights = LowPrecisionWeights(layers, mlp)
+        self._low_precision[key] = (signature, weights)
+        return weights
 
     def _image_cache(self, feats: ImageFeatures) -> _ImageCache:
         """The per-image cache of ``feats`` for this decoder and the active autocast dtype.
@@ -848,7 +997,7 @@ class SEEMDecoder(nn.Module):
             neg_px = sample(f"level{lvl}_neg", neg_m, max_len[lvl])
             assert pos_px is not None
             tok, idx = level_prompt_tokens(
-                img.level_maps[lvl], self.mask_sptial_embed[lvl], self.pn_indicator.weight, pos_px, neg_px
+                img.sampling_map(lvl), self.mask_sptial_embed[lvl], self.pn_indicator.weight, pos_px, neg_px
             )
             tokens.append(tok)
             indices.append(idx)
@@ -859,15 +1008,30 @@ class SEEMDecoder(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # heads
 
-    def _attention_heads(self, h: Tensor, img: _ImageCache, next_level: int) -> _Heads:
+    def _attention_heads(
+        self, h: Tensor, img: _ImageCache, next_level: int, mlp: list[Projection] | None = None
+    ) -> _Heads:
         """The fast path's heads of a step whose only use is the next cross-attention (``final_only``): mask
         embeddings and the blocked attention mask at level ``next_level``, in the autocast dtype when autocast
-        is on (only the sign of these logits is used), else in ``img.head_dtype``."""
+        is on (only the sign of these logits is used), else in ``img.head_dtype``. ``mlp``: the mask-embedding
+        MLP's layers already in the autocast dtype (``LowPrecisionWeights.mask_embed``)."""
         dtype = img.autocast or img.head_dtype
         # under autocast the MLP's matmuls run in the autocast dtype (the caller's autocast region is still on)
         x = self.decoder_norm(h if img.autocast is not None else h.to(dtype)).transpose(0, 1)  # [B, Q, C]
-        maskembs = self.mask_embed(x).to(dtype)
-        blocked = logits_to_blocked(mask_logits_from_embeddings(maskembs, img.mask_features_at(next_level, dtype)))
+        if mlp is None:
+            maskembs = self.mask_embed(x).to(dtype)
+        else:
+            maskembs = x.to(mlp[0].weight.dtype)
+            for j, p in enumerate(mlp):
+                maskembs = linear(maskembs, p, relu=j < len(mlp) - 1)
+            maskembs = maskembs.to(dtype)
+        packed = img.mask_projection_at(next_level, dtype) if img.autocast is not None else None
+        if packed is not None:
+            h_l, w_l = img.sizes[next_level]
+            logits = linear(maskembs, packed).unflatten(-1, (h_l, w_l))
+        else:
+            logits = mask_logits_from_embeddings(maskembs, img.mask_features_at(next_level, dtype))
+        blocked = logits_to_blocked(logits)
         return _Heads(None, maskembs, None, None, blocked, img.mask_features)
 
     def _heads(
@@ -1010,13 +1174,18 @@ class SEEMDecoder(nn.Module):
 
         ce, ls = inputs.class_embeddings, inputs.logit_scale
         nl = cfg.num_layers
-        layer_weights = self._layer_weights(device)
+        low_precision = self._low_precision_weights(device)
+        layer_weights = None if low_precision is None else low_precision.layers
         self_masks: dict[tuple[int, tuple[int, ...] | None], Tensor] = {}
         masks_only = inputs.final_only and not exact  # earlier steps only feed the next cross-attention
+        # the fast path without gradients attends to the few free keys of a masked row only
+        sparse = not exact and not torch.is_grad_enabled()
 
         def step_heads(rows: Tensor, nxt: int | None) -> _Heads:
             if masks_only and nxt is not None:
-                return self._attention_heads(rows, img, nxt)
+                return self._attention_heads(
+                    rows, img, nxt, None if low_precision is None else low_precision.mask_embed
+                )
             return self._heads(rows, img, ce, ls, nxt, exact)
 
         heads = [step_heads(h[:n_heads], 0 if nl else None)]
@@ -1038,7 +1207,7 @@ class SEEMDecoder(nn.Module):
             k_proj, v_proj = img.key_value(self, i)
             lw = None if layer_weights is None else layer_weights[i]
             h = self.cross_attention_layer(i).forward_projected(
-                h, k_proj, v_proj, blocked, h_pos, None if lw is None else lw.cross
+                h, k_proj, v_proj, blocked, h_pos, None if lw is None else lw.cross, sparse
             )
             for n in c_layout.names:
                 content[n] = h[c_layout.rows(n)]
@@ -1063,26 +1232,35 @@ class SEEMDecoder(nn.Module):
             s_mask = self_masks.get(mask_key)
             if s_mask is None:
                 s_mask = self_masks[mask_key] = rules.self_attn_mask(s_layout, device=device)
+            # Prompt tokens are rebuilt at every layer: their own outputs are never read, only their keys and
+            # values. The fast path computes the query side, the residual and the FFN for the kept rows only.
+            kept_names = [n for n in s_layout.names if n not in REBUILT_EACH_LAYER]
+            kept = torch.cat([torch.arange(*s_layout.ranges[n], device=device) for n in kept_names])
+            rows_only = not exact and len(kept_names) < len(s_layout.names)
             x_self = self.transformer_self_attention_layers[i](
-                x, s_mask[None].expand(b, -1, -1), x_pos, None if lw is None else lw.self_attn
+                x,
+                s_mask[None].expand(b, -1, -1),
+                x_pos,
+                None if lw is None else lw.self_attn,
+                rows=kept if rows_only else None,
             )
             x_out = self.transformer_ffn_layers[i](x_self, None if lw is None else lw.ffn)
-            for n in s_layout.names:
-                content[n] = x_out[s_layout.rows(n)]
+            if rows_only:
+                start = 0
+                for n in kept_names:
+                    size = s_layout.ranges[n][1] - s_layout.ranges[n][0]
+                    content[n] = x_out[start : start + size]
+                    start += size
+            else:
+                for n in s_layout.names:
+                    content[n] = x_out[s_layout.rows(n)]
             if trace is not None:
-                kept = torch.cat(
-                    [
-                        torch.arange(*s_layout.ranges[n], device=device)
-                        for n in s_layout.names
-                        if n not in REBUILT_EACH_LAYER
-                    ]
-                )
                 trace[f"layer{i}/self_layout"] = dict(s_layout.ranges)
                 trace[f"layer{i}/kept_rows"] = kept.tolist()
                 trace[f"layer{i}/self_in"] = x
                 trace[f"layer{i}/self_attn_mask"] = s_mask[None].expand(b, -1, -1)
-                trace[f"layer{i}/self_out"] = x_self[kept]
-                trace[f"layer{i}/ffn_out"] = x_out[kept]
+                trace[f"layer{i}/self_out"] = x_self if rows_only else x_self[kept]
+                trace[f"layer{i}/ffn_out"] = x_out if rows_only else x_out[kept]
 
             # ---- prediction heads; their masks drive the next cross-attention
             h = cat(c_layout, content)

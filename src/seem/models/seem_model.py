@@ -176,8 +176,13 @@ class SEEMModel(nn.Module):
             padded_size=(int(x.shape[-2]), int(x.shape[-1])),
         )
         if prepare_decoder:
-            self.decoder.prepare(feats)
+            self.prepare_decoder(feats)
         return feats
+
+    def prepare_decoder(self, features: ImageFeatures) -> ImageFeatures:
+        """Compute the decoder's per-image tensors of ``features`` now (see ``encode_image``), under the caller's
+        autocast setting (the decoder keeps one set per autocast dtype). Returns ``features``."""
+        return self.decoder.prepare(features)
 
     def class_embeddings(self, class_names: Sequence[str]) -> Tensor:
         """Vocabulary ``[K + 1, D]`` for ``class_names`` (SEEM's 81 templates; ``background`` appended last)."""
