@@ -3,8 +3,8 @@
     python scripts/pack_training_data.py OUT_DIR [--data ../shared/data]
 
 A GPU machine that receives only the repository (and folders it carries, ≤ 64 MiB in all) can then train with
-``configs/default_model.yaml --set data_root=OUT_DIR`` style overrides (see ``scripts/gpu_finetune.sh``). What is
-copied is exactly what ``configs/default_model.yaml`` reads, made smaller without changing any mask:
+``configs/default_model.yaml`` once ``OUT_DIR`` is linked in as ``../shared/data`` (``scripts/device_train.sh``).
+What is copied is exactly what ``configs/default_model.yaml`` reads, made smaller without changing any mask:
 
 - BSDS500 train (minus the excluded GrabCut ids) and test: JPEGs re-encoded at quality 85, the 16-bit label maps
   saved as 8-bit PNGs when every id is < 256 (ids unchanged);

