@@ -555,21 +555,21 @@ def test_sparse_masked_attention_equals_dense(dtype: torch.dtype) -> None:
     blocked[:, 5, 35:60] = False
     blocked[:, 6] = blocked[:, 5]  # memory rows share a mask
     dense = masked_attention(q, k, v, blocked)
-    sparse = sparse_masked_attention(q, k, v, blocked, min_elements=0)
+    sparse = sparse_masked_attention(q, k, v, blocked, min_work=0)
     assert sparse.shape == dense.shape and sparse.dtype == dense.dtype
     assert torch.equal(sparse[:, :, 3], torch.zeros_like(sparse[:, :, 3]))
     tol = 1e-6 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(sparse.float(), dense.float(), atol=tol, rtol=tol)
     # only dense rows / only sparse rows
     torch.testing.assert_close(
-        sparse_masked_attention(q[:, :, 1:2], k, v, blocked[:, 1:2], min_elements=0).float(),
+        sparse_masked_attention(q[:, :, 1:2], k, v, blocked[:, 1:2], min_work=0).float(),
         dense[:, :, 1:2].float(),
         atol=tol,
         rtol=tol,
     )
     only = [0, 2, 5, 6]
     torch.testing.assert_close(
-        sparse_masked_attention(q[:, :, only], k, v, blocked[:, only], min_elements=0).float(),
+        sparse_masked_attention(q[:, :, only], k, v, blocked[:, only], min_work=0).float(),
         dense[:, :, only].float(),
         atol=tol,
         rtol=tol,

@@ -279,34 +279,37 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, blocked: Tensor | None) ->
 
 
 SPARSE_ROW_FRACTION = 0.25  # rows free to attend to at most this fraction of the keys take the gathered path
-# below this many key elements (B·H·S·d) gathering costs more than it saves (measured on this CPU: SEEM Focal-T's
-# stride-8 level, 2 M elements, gains; its stride-16 level and the 128-wide default model's levels lose)
-SPARSE_MIN_ELEMENTS = 1 << 20
+# Below this much work (rows × key elements B·H·S·d) gathering costs more than it saves. Measured on this CPU: SEEM
+# Focal-T's stride-8 level (3 rows × 2 M) and its 35 rows with memories at stride 16 (35 × 0.5 M) gain; one click's
+# 3 rows at stride 16 (1.5 M) and the 128-wide default model's 6 rows at stride 8 (3 M) do not.
+SPARSE_MIN_WORK = 1 << 22
 
 
 def sparse_masked_attention(
-    q: Tensor, k: Tensor, v: Tensor, blocked: Tensor, min_elements: int = SPARSE_MIN_ELEMENTS
+    q: Tensor, k: Tensor, v: Tensor, blocked: Tensor, min_work: int = SPARSE_MIN_WORK
 ) -> Tensor:
     """``masked_attention`` computed over fewer keys: the rows whose free keys are at most
     ``SPARSE_ROW_FRACTION`` of ``S`` (in every batch item) attend to the union of their free keys only,
     gathered from ``k`` / ``v``; the other rows attend to all keys. Mathematically the same (a blocked key adds
     an exact zero to the softmax and to the weighted sum), equal up to the order of the sums. Plain
-    ``masked_attention`` when ``k`` has fewer than ``min_elements`` elements or the union is not small.
+    ``masked_attention`` when the call is small (rows × ``k.numel()`` below ``min_work``) or when gathering would
+    not at least halve the row × key pairs computed.
 
     Masked-attention rows are usually like that: the official attention mask leaves a query only its
     predicted region (a few per cent of the image for a click; SEEM's 32 memory rows all share the previous
     mask's region), so this reads a small part of the per-image keys and values instead of all of them.
     """
-    if k.numel() < min_elements:
+    n_rows, n_keys = blocked.shape[-2:]
+    if n_rows * k.numel() < min_work:
         return masked_attention(q, k, v, blocked)
     free = ~blocked  # [B, L, S]
-    n_keys = free.shape[-1]
     few = (free.sum(-1) <= SPARSE_ROW_FRACTION * n_keys).all(0)  # [L]
-    if not bool(few.any()):
+    n_few = int(few.sum())
+    if n_few == 0:
         return masked_attention(q, k, v, blocked)
     rows = few.nonzero().squeeze(1)
     keys = free.index_select(1, rows).any(1).any(0).nonzero().squeeze(1)  # union of the rows' free keys
-    if keys.numel() > SPARSE_ROW_FRACTION * n_keys:
+    if n_few * keys.numel() + (n_rows - n_few) * n_keys > 0.5 * n_rows * n_keys:
         return masked_attention(q, k, v, blocked)
     part = masked_attention(
         q.index_select(2, rows),
