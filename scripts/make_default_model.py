@@ -55,7 +55,9 @@ def main() -> None:
     torch.set_num_threads(2)
     model = SEEMModel.from_pretrained(_joined(Path(args.run)))
     names = tuple(build_sources(load_config(args.config)).class_names)
-    model.config = dataclasses.replace(model.config, name="seem-default", vocabulary=names)
+    # boxes: the mask that fits the box (see InferenceConfig.box_rule; MODELS.md measures both rules)
+    inference = dataclasses.replace(model.config.inference, box_rule="fit")
+    model.config = dataclasses.replace(model.config, name="seem-default", vocabulary=names, inference=inference)
     with torch.no_grad():
         model.builtin_class_embeddings = {names: model.class_embeddings(list(names)).float()}
     model.builtin_text_state = model.text_state_hash()

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -177,6 +178,11 @@ class _ObjectResult:
     kind: Kind
     rule: Rule
     candidates: list[_Candidate]  # [0] is the official selection; the rest sorted by score
+    clip_box: tuple[float, float, float, float] | None = None  # box_rule "fit": XYXY original pixels to keep
+
+
+BOX_RULES = ("official", "fit")
+CLIPPED_LOGIT = -1e4  # logits outside a fitted box (far below any model output; sigmoid 0, no inf / nan)
 
 
 @dataclass
@@ -563,7 +569,7 @@ class Segmenter:
             return self._demo_result(out, k)
         if p.kind == "text":
             return self._grounding_result(out, 0, k)
-        return self._spatial_result(out, 0, 1, p.kind, k)
+        return self._spatial_result(out, 0, 1, p.kind, k, self._fitted_box(p))
 
     def _run_joint_v1(
         self,
@@ -591,7 +597,7 @@ class Segmenter:
         out = self._decode(inputs)
         res: dict[int, _ObjectResult] = {}
         for j, i in enumerate(vis):
-            res[i] = self._spatial_result(out, j, len(vis), "visual", k)
+            res[i] = self._spatial_result(out, j, len(vis), "visual", k, self._fitted_box(preps[i]))
         for j, i in enumerate(txt):
             res[i] = self._grounding_result(out, j, k)
         return [res[i] for i in group]
@@ -615,7 +621,54 @@ class Segmenter:
             out += list(rest.unbind(0))
         return out
 
-    def _spatial_result(self, out: DecoderOutput, j: int, n: int, kind: Kind, k: int) -> _ObjectResult:
+    def _fitted_box(self, p: _Prepared) -> tuple[float, float, float, float] | None:
+        """The union of a box-only prompt's boxes when the model's ``box_rule`` is ``"fit"``, else None."""
+        rule = self.model.config.inference.box_rule
+        if rule not in BOX_RULES:
+            raise ValueError(f"model config inference.box_rule must be one of {', '.join(BOX_RULES)}, got {rule!r}")
+        ps = p.prompts
+        if rule != "fit" or p.kind != "visual" or not ps.boxes:
+            return None
+        if ps.points is not None or ps.scribbles or ps.polygons or ps.masks or ps.text is not None:
+            return None
+        b = np.array([bx.xyxy for bx in ps.boxes])
+        return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())
+
+    def _box_fit(self, logits4: Tensor, box: tuple[float, float, float, float]) -> tuple[Tensor, Tensor]:
+        """``box_rule == "fit"``: ``(box IoU [Q], logits [Q, H4, W4] set to CLIPPED_LOGIT outside the box)`` for
+        stride-4 canvas logits of ``Q`` masks and an XYXY box in original pixels (cells the box touches are kept)."""
+        g = self._require().geometry
+        sy, sx = g.scale
+        x0, y0 = math.floor(box[0] * sx / 4), math.floor(box[1] * sy / 4)
+        x1, y1 = math.ceil(box[2] * sx / 4), math.ceil(box[3] * sy / 4)
+        h4, w4 = logits4.shape[-2:]
+        inside = torch.zeros(h4, w4, dtype=torch.bool, device=logits4.device)
+        inside[y0:y1, x0:x1] = True
+        fg = logits4 > 0
+        rows_any, cols_any = fg.any(-1), fg.any(-2)  # [Q, H4], [Q, W4]
+        ious = []
+        for r, c in zip(rows_any, cols_any, strict=True):
+            ys, xs = torch.nonzero(r).flatten(), torch.nonzero(c).flatten()
+            if len(ys) == 0:
+                ious.append(0.0)
+                continue
+            m0, m1 = (int(xs.min()), int(ys.min())), (int(xs.max()) + 1, int(ys.max()) + 1)
+            iw = max(0, min(m1[0], x1) - max(m0[0], x0))
+            ih = max(0, min(m1[1], y1) - max(m0[1], y0))
+            union = (m1[0] - m0[0]) * (m1[1] - m0[1]) + (x1 - x0) * (y1 - y0) - iw * ih
+            ious.append(iw * ih / union)
+        clipped = torch.where(inside, logits4, torch.full_like(logits4, CLIPPED_LOGIT))
+        return torch.tensor(ious), clipped
+
+    def _spatial_result(
+        self,
+        out: DecoderOutput,
+        j: int,
+        n: int,
+        kind: Kind,
+        k: int,
+        box: tuple[float, float, float, float] | None = None,
+    ) -> _ObjectResult:
         sel = out.spatial_selection
         sp = out.final.spatial
         if sel is None or sp is None:  # pragma: no cover - model contract
@@ -624,6 +677,19 @@ class Segmenter:
         rows = torch.arange(j * per, (j + 1) * per)
         scores = sel.scores[rows, j]
         chosen = int(sel.query_index[j]) - j * per
+        if box is not None:  # box_rule "fit": every query's mask, ranked by how well it fills the box
+            every = self._candidate_logits(sp, [j * per + r for r in range(per)], sp.mask_logits_of(0, j * per))
+            fit, clipped = self._box_fit(torch.stack(every), box)
+            order = sorted(range(per), key=lambda r: (-float(fit[r]), -float(scores[r])))[:k]
+            cands = [
+                _Candidate(
+                    logits4=clipped[r],
+                    score=float(scores[r]),
+                    class_logits=None if sp.class_logits is None else sp.class_logits[0, j * per + r],
+                )
+                for r in order
+            ]
+            return _ObjectResult(kind, "bilinear", cands, clip_box=box)
         ranked = self._ranked(scores, chosen, k)
         logits = self._candidate_logits(sp, [j * per + r for r in ranked], sel.prev_mask[j])
         cands = [
@@ -686,9 +752,21 @@ class Segmenter:
         logits = crop_and_resize(up, g.resized_size, g.original_size, mode=mode, antialias=False)
         return logits.sigmoid() > 0.5, logits if want_logits else None
 
+    def _clip(self, maps: Tensor, box: tuple[float, float, float, float] | None, fill: float | bool) -> Tensor:
+        """``maps [C, H, W]`` at the original size with every pixel outside ``box`` (XYXY edges) set to ``fill``."""
+        if box is None:
+            return maps
+        h, w = maps.shape[-2:]
+        x0, y0 = max(0, math.floor(box[0])), max(0, math.floor(box[1]))
+        x1, y1 = min(w, math.ceil(box[2])), min(h, math.ceil(box[3]))
+        out = torch.full_like(maps, fill)
+        out[..., y0:y1, x0:x1] = maps[..., y0:y1, x0:x1]
+        return out
+
     def _to_segment(self, res: _ObjectResult, vocab: Vocabulary | None) -> Segment:
         c = res.candidates[0]
         masks, _ = self._to_original(c.logits4[None], res.rule, False)
+        masks = self._clip(masks, res.clip_box, False)
         seg = Segment(
             mask=masks[0].cpu().numpy(),
             score=c.score,
@@ -820,6 +898,8 @@ class Segmenter:
         res = results[0]
         stack = torch.stack([c.logits4 for c in res.candidates])
         masks, logits = self._to_original(stack, res.rule, return_logits)
+        masks = self._clip(masks, res.clip_box, False)
+        logits = None if logits is None else self._clip(logits, res.clip_box, CLIPPED_LOGIT)
         out = logits if return_logits else masks
         assert out is not None
         scores = np.array([c.score for c in res.candidates], dtype=np.float32)

@@ -172,6 +172,11 @@ class InferenceConfig:
     overlap_threshold: float = 0.8
     detections_per_image: int = 100
     size_divisibility: int = 32
+    box_rule: str = "official"
+    """How ``Segmenter`` reads a prompt made of boxes only: ``"official"`` (the model's selection score picks the
+    mask) or ``"fit"`` (the prompt's query mask whose bounding box best matches the boxes' union, with the pixels
+    outside that box removed: a box frames its object). The default model uses ``"fit"``: its selection score
+    picked its coarsest level for boxes, a region far larger than the box."""
 
 
 @dataclass
