@@ -55,8 +55,8 @@ def main() -> None:
     torch.set_num_threads(2)
     model = SEEMModel.from_pretrained(_joined(Path(args.run)))
     names = tuple(build_sources(load_config(args.config)).class_names)
-    # boxes: the mask that fits the box (see InferenceConfig.box_rule; MODELS.md measures both rules)
-    inference = dataclasses.replace(model.config.inference, box_rule="fit")
+    # boxes: the mask that fits the box; a negative click drops its region (InferenceConfig; MODELS.md measures both)
+    inference = dataclasses.replace(model.config.inference, box_rule="fit", negative_click_rule="drop_region")
     model.config = dataclasses.replace(model.config, name="seem-default", vocabulary=names, inference=inference)
     with torch.no_grad():
         model.builtin_class_embeddings = {names: model.class_embeddings(list(names)).float()}

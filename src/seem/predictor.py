@@ -61,6 +61,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 from seem.io import DEFAULT_MAX_PIXELS, ImageInput, read_image, resize_image
@@ -182,6 +183,7 @@ class _ObjectResult:
 
 
 BOX_RULES = ("official", "fit")
+NEGATIVE_CLICK_RULES = ("official", "drop_region")
 CLIPPED_LOGIT = -1e4  # logits outside a fitted box (far below any model output; sigmoid 0, no inf / nan)
 
 
@@ -569,7 +571,7 @@ class Segmenter:
             return self._demo_result(out, k)
         if p.kind == "text":
             return self._grounding_result(out, 0, k)
-        return self._spatial_result(out, 0, 1, p.kind, k, self._fitted_box(p))
+        return self._negative_click_rule(self._spatial_result(out, 0, 1, p.kind, k, self._fitted_box(p)), p)
 
     def _run_joint_v1(
         self,
@@ -598,6 +600,7 @@ class Segmenter:
         res: dict[int, _ObjectResult] = {}
         for j, i in enumerate(vis):
             res[i] = self._spatial_result(out, j, len(vis), "visual", k, self._fitted_box(preps[i]))
+            res[i] = self._negative_click_rule(res[i], preps[i])
         for j, i in enumerate(txt):
             res[i] = self._grounding_result(out, j, k)
         return [res[i] for i in group]
@@ -633,6 +636,31 @@ class Segmenter:
             return None
         b = np.array([bx.xyxy for bx in ps.boxes])
         return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())
+
+    def _negative_click_rule(self, res: _ObjectResult, p: _Prepared) -> _ObjectResult:
+        """``negative_click_rule == "drop_region"``: in each candidate's stride-4 logits, the connected regions of
+        the mask (``logits > 0``, 4-connected) holding a negative click and no positive click are set to
+        ``CLIPPED_LOGIT``. Other rules, prompts without negative clicks: ``res`` unchanged."""
+        rule = self.model.config.inference.negative_click_rule
+        if rule not in NEGATIVE_CLICK_RULES:
+            raise ValueError(
+                f"model config inference.negative_click_rule must be one of {', '.join(NEGATIVE_CLICK_RULES)}, "
+                f"got {rule!r}"
+            )
+        pts = p.prompts.points
+        if rule != "drop_region" or pts is None or not (pts.labels == 0).any():
+            return res
+        cells = self._require().geometry.canvas_pixels(pts.coords) // 4  # (u, v) stride-4 cells
+        for c in res.candidates:
+            h4, w4 = c.logits4.shape[-2:]
+            u, v = np.minimum(cells[:, 0], w4 - 1), np.minimum(cells[:, 1], h4 - 1)
+            regions, _ = ndimage.label((c.logits4 > 0).cpu().numpy())
+            at = regions[v, u]
+            drop = set(at[pts.labels == 0].tolist()) - set(at[pts.labels == 1].tolist()) - {0}
+            if drop:
+                gone = torch.from_numpy(np.isin(regions, sorted(drop))).to(c.logits4.device)
+                c.logits4 = c.logits4.masked_fill(gone, CLIPPED_LOGIT)
+        return res
 
     def _box_fit(self, logits4: Tensor, box: tuple[float, float, float, float]) -> tuple[Tensor, Tensor]:
         """``box_rule == "fit"``: ``(box IoU [Q], logits [Q, H4, W4] set to CLIPPED_LOGIT outside the box)`` for

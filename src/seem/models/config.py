@@ -177,6 +177,11 @@ class InferenceConfig:
     mask) or ``"fit"`` (the prompt's query mask whose bounding box best matches the boxes' union, with the pixels
     outside that box removed: a box frames its object). The default model uses ``"fit"``: its selection score
     picked its coarsest level for boxes, a region far larger than the box."""
+    negative_click_rule: str = "official"
+    """How ``Segmenter`` reads negative clicks: ``"official"`` (as prompts only) or ``"drop_region"`` (also: a
+    negative click inside the mask removes the connected region of the mask that holds it, unless that region holds
+    a positive click too). The default model uses ``"drop_region"``: it segments look-alike objects together and a
+    negative click on one of them hardly changed its output."""
 
 
 @dataclass
