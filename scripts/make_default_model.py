@@ -55,8 +55,11 @@ def main() -> None:
     torch.set_num_threads(2)
     model = SEEMModel.from_pretrained(_joined(Path(args.run)))
     names = tuple(build_sources(load_config(args.config)).class_names)
-    # boxes: the mask that fits the box; a negative click drops its region (InferenceConfig; MODELS.md measures both)
-    inference = dataclasses.replace(model.config.inference, box_rule="fit", negative_click_rule="drop_region")
+    # how the model is read (InferenceConfig; MODELS.md measures each against the official reading): its training
+    # scale as the input size, the mask that fits a box, a negative click drops its region
+    inference = dataclasses.replace(
+        model.config.inference, short_side=384, box_rule="fit", negative_click_rule="drop_region"
+    )
     model.config = dataclasses.replace(model.config, name="seem-default", vocabulary=names, inference=inference)
     with torch.no_grad():
         model.builtin_class_embeddings = {names: model.class_embeddings(list(names)).float()}

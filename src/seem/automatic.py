@@ -605,6 +605,7 @@ class SEEMGridAdapter(GridAdapter):
         if not isinstance(model, SEEMModel):
             raise TypeError(f"SEEMGridAdapter needs a SEEMModel, got {type(model).__name__}")
         self.model = model.eval()
+        self.short_side = int(model.config.inference.short_side)  # the model's own input size (official 512)
         dec = model.config.decoder
         self.variant = dec.variant
         self.levels: tuple[int, ...] | None = None

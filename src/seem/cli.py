@@ -267,7 +267,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (created if needed)")
     p.add_argument("--classes", default=None, help="vocabulary 'a,b,c' (default: the 133 COCO-panoptic classes)")
     p.add_argument("--stuff", default=None, help="which --classes are stuff, 'a,b' (panoptic merges them per class)")
-    p.add_argument("--size", type=int, default=512, help="short side of the model input in pixels (default 512)")
+    p.add_argument(
+        "--size", type=int, default=None, help="model input short side in pixels (default: the model's; 512 official)"
+    )
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default 0.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -83,7 +83,6 @@ from seem.models.seem_types import (
     SpatialPrompts,
 )
 from seem.prompts import (
-    DEFAULT_SHORT_SIDE,
     ImageGeometry,
     PromptError,
     PromptSet,
@@ -205,7 +204,8 @@ class Segmenter:
 
     Args:
         model: a ``SEEMModel`` (see ``resolve_model``).
-        short_side: the model input's short side (official: 512).
+        short_side: the model input's short side; None = the model's own (``config.inference.short_side``: 512 for
+            the official SEEM models, 384 for the default model).
         vocabulary: class names for labels and the image-level tasks; default: the 133 COCO-panoptic classes.
             Encoded lazily (when first needed) and cached (``cache_dir``).
         stuff_classes: which of ``vocabulary`` are stuff (panoptic merges them per class); default: COCO's stuff
@@ -234,7 +234,7 @@ class Segmenter:
         self,
         model: SEEMModel,
         *,
-        short_side: int = DEFAULT_SHORT_SIDE,
+        short_side: int | None = None,
         vocabulary: Sequence[str] | None = None,
         stuff_classes: Sequence[str] | None = None,
         cache_dir: str | Path | bool | None = None,
@@ -245,6 +245,8 @@ class Segmenter:
     ) -> None:
         if not isinstance(model, SEEMModel):
             raise TypeError(f"model must be a SEEMModel (see seem.predictor.resolve_model), got {type(model).__name__}")
+        if short_side is None:
+            short_side = int(model.config.inference.short_side)
         if isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < 32:
             raise ValueError(f"short_side must be an int >= 32, got {short_side!r}")
         if precision not in PRECISIONS:

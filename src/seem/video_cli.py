@@ -238,7 +238,9 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help=_MODEL_HELP)
     p.add_argument("--config", default=None, help="official SEEM YAML for a .pt whose architecture is not inferable")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
-    p.add_argument("--size", type=int, default=512, help="short side of the model input in pixels (default 512)")
+    p.add_argument(
+        "--size", type=int, default=None, help="model input short side in pixels (default: the model's; 512 official)"
+    )
     p.add_argument("--precision", choices=cli.PRECISIONS, default="fp32", help=cli.PRECISION_HELP)
     p.add_argument("--out", required=True, help="output directory (created if needed)")
     p.add_argument("--fps", type=float, default=None, help="overlay frame rate (default: the video's, or 24)")

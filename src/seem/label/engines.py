@@ -34,6 +34,14 @@ from seem.label.writers import ImageResult, LabelSummary, OutputFolder
 
 __all__ = ["ENGINES", "LabelWorker", "RayLabeler", "connect_ray", "run_job"]
 
+
+def model_short_side(model: Any) -> int | None:
+    """The input short side a SEEM-family model declares (``config.inference.short_side``), else None."""
+    inference = getattr(getattr(model, "config", None), "inference", None)
+    side = getattr(inference, "short_side", None)
+    return int(side) if isinstance(side, int) else None
+
+
 ENGINES = ("local", "ray")
 READ_CPUS = 0.25
 """CPUs reserved by each Ray Data read task (reading is I/O: a small share keeps workers from starving it)."""
@@ -131,7 +139,7 @@ class LabelWorker:
 
     def _build(self, model: Any) -> None:
         s = self.settings
-        short = s.size or FAMILY_SHORT_SIDE[self.family]
+        short = s.size or model_short_side(model) or FAMILY_SHORT_SIDE[self.family]
         self.segmenter: Any = None
         self.generators: list[tuple[int | None, Any]] = []
         if s.task in ("panoptic", "text"):

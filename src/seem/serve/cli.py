@@ -41,7 +41,7 @@ def build_config(args: argparse.Namespace) -> Any:
         max_points_per_side=int(args.max_points_per_side),
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         cors_origins=tuple(args.cors_origin or ()),
-        short_side=int(args.size),
+        short_side=None if args.size is None else int(args.size),
     )
 
 
@@ -172,7 +172,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--max-points-per-side", type=int, default=d.max_points_per_side, help="segment-everything grid limit (32)"
     )
-    p.add_argument("--size", type=int, default=d.short_side, help="SEEM input short side (default 512)")
+    p.add_argument("--size", type=int, default=None, help="SEEM input short side (default: the model's; official 512)")
     p.add_argument("--no-warm", action="store_true", help="do not encode the vocabulary at start")
     p.add_argument("--open", action="store_true", help="open the page in a browser")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

@@ -43,7 +43,7 @@ class ServeConfig:
         cors_origins: origins allowed by CORS (empty: CORS off, browsers allow same-origin pages only).
         vocab_cache_dir: vocabulary embedding cache (``Segmenter(cache_dir=...)``): None = seem's default
             directory, False = memory only.
-        short_side: SEEM model input short side (official 512).
+        short_side: SEEM model input short side; None = the model's own (official 512, default model 384).
     """
 
     max_upload_bytes: int = 20 * MiB
@@ -66,7 +66,7 @@ class ServeConfig:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     vocab_cache_dir: str | Path | bool | None = None
-    short_side: int = 512
+    short_side: int | None = None
 
     def __post_init__(self) -> None:
         positive_ints = (
@@ -99,8 +99,9 @@ class ServeConfig:
         if isinstance(self.cors_origins, str):
             raise ValueError("ServeConfig.cors_origins must be a list of origins, not a string")
         self.cors_origins = tuple(self.cors_origins)
-        if isinstance(self.short_side, bool) or not isinstance(self.short_side, int) or self.short_side < 32:
-            raise ValueError(f"ServeConfig.short_side must be an int >= 32, got {self.short_side!r}")
+        bad = isinstance(self.short_side, bool) or not isinstance(self.short_side, int) or self.short_side < 32
+        if self.short_side is not None and bad:
+            raise ValueError(f"ServeConfig.short_side must be an int >= 32 or None, got {self.short_side!r}")
 
     def public(self) -> dict[str, Any]:
         """The limits a client may know (everything but the API key and local paths)."""
