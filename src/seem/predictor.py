@@ -674,21 +674,17 @@ class Segmenter:
         h4, w4 = logits4.shape[-2:]
         inside = torch.zeros(h4, w4, dtype=torch.bool, device=logits4.device)
         inside[y0:y1, x0:x1] = True
+        from seem.automatic import batched_mask_to_box
+
         fg = logits4 > 0
-        rows_any, cols_any = fg.any(-1), fg.any(-2)  # [Q, H4], [Q, W4]
-        ious = []
-        for r, c in zip(rows_any, cols_any, strict=True):
-            ys, xs = torch.nonzero(r).flatten(), torch.nonzero(c).flatten()
-            if len(ys) == 0:
-                ious.append(0.0)
-                continue
-            m0, m1 = (int(xs.min()), int(ys.min())), (int(xs.max()) + 1, int(ys.max()) + 1)
-            iw = max(0, min(m1[0], x1) - max(m0[0], x0))
-            ih = max(0, min(m1[1], y1) - max(m0[1], y0))
-            union = (m1[0] - m0[0]) * (m1[1] - m0[1]) + (x1 - x0) * (y1 - y0) - iw * ih
-            ious.append(iw * ih / union)
+        m = batched_mask_to_box(fg).double()  # inclusive max indices
+        m[:, 2:] += 1
+        iw = (m[:, 2].clamp(max=x1) - m[:, 0].clamp(min=x0)).clamp(min=0)
+        ih = (m[:, 3].clamp(max=y1) - m[:, 1].clamp(min=y0)).clamp(min=0)
+        union = (m[:, 2] - m[:, 0]) * (m[:, 3] - m[:, 1]) + (x1 - x0) * (y1 - y0) - iw * ih
+        ious = torch.where(fg.flatten(1).any(1), iw * ih / union, torch.zeros_like(union))
         clipped = torch.where(inside, logits4, torch.full_like(logits4, CLIPPED_LOGIT))
-        return torch.tensor(ious), clipped
+        return ious, clipped
 
     def _spatial_result(
         self,
@@ -708,8 +704,7 @@ class Segmenter:
         scores = sel.scores[rows, j]
         chosen = int(sel.query_index[j]) - j * per
         if box is not None:  # box_rule "fit": every query's mask, ranked by how well it fills the box
-            every = self._candidate_logits(sp, [j * per + r for r in range(per)], sp.mask_logits_of(0, j * per))
-            fit, clipped = self._box_fit(torch.stack(every), box)
+            fit, clipped = self._box_fit(sp.mask_logits_of(0, rows), box)
             order = sorted(range(per), key=lambda r: (-float(fit[r]), -float(scores[r])))[:k]
             cands = [
                 _Candidate(
