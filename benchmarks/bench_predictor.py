@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seem.io import read_image
+from seem.io import read_image, resize_image
 from seem.models.config import seem_focalt
 from seem.models.postprocess import crop_and_resize, upsample_to_padded
 from seem.models.seem_model import SEEMModel
@@ -135,6 +135,16 @@ def measure(
             return (full.sigmoid() > 0.5).numpy()
 
         rows["  upsample to original size"] = timed(to_original, n_clicks)
+        if seg.model.refiner is not None and seg.refine_clicks:  # the click refiner (default model)
+            x = torch.from_numpy(resize_image(image, g.resized_size)).permute(2, 0, 1).contiguous()
+            canvas = seg.model.preprocess(x)[0]
+
+            def refine(i: int) -> object:
+                uv = torch.from_numpy(g.canvas_pixels(np.array([pos[i % len(pos)]], np.float64)))
+                with torch.no_grad():
+                    return seg.model.refine_clicks(canvas, logits4[0:1], uv, torch.ones(1, dtype=torch.long))
+
+            rows["  click refiner"] = timed(refine, n_clicks)
         cls = out.final.spatial.class_logits
         assert cls is not None
         rows["  label"] = timed(lambda i: int(torch.softmax(cls[0, 0].float(), -1).argmax()), n_clicks)

@@ -61,6 +61,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
@@ -164,6 +165,7 @@ class _ImageState:
     features: ImageFeatures
     token: int
     key: str = ""  # reference-cache key of the image
+    canvas: Tensor | None = None  # [1, 3, Hp, Wp] normalised padded input, kept for the click refiner
 
 
 @dataclass
@@ -171,6 +173,7 @@ class _Candidate:
     logits4: Tensor  # [H4, W4] stride-4 logits on the padded canvas
     score: float
     class_logits: Tensor | None  # [K + 1]
+    canvas_logits: Tensor | None = None  # [Hp, Wp] click-refined logits at canvas resolution
 
 
 @dataclass
@@ -242,6 +245,7 @@ class Segmenter:
         progress: bool = True,
         exact: bool | None = None,
         precision: Precision = "fp32",
+        refine_clicks: bool = True,
     ) -> None:
         if not isinstance(model, SEEMModel):
             raise TypeError(f"model must be a SEEMModel (see seem.predictor.resolve_model), got {type(model).__name__}")
@@ -256,6 +260,8 @@ class Segmenter:
         self.precision: Precision = precision
         self.max_pixels = max_pixels
         self.exact = exact
+        self.refine_clicks = refine_clicks
+        """Correct the selected mask of a click prompt with the model's click refiner (models that have one)."""
         self._vocab_cache = VocabularyCache(model, cache_dir=cache_dir, progress=progress)
         self._vocab_spec: tuple[tuple[str, ...] | None, tuple[str, ...] | None] = (None, None)
         self._vocab: Vocabulary | None = None
@@ -335,13 +341,13 @@ class Segmenter:
         g = ImageGeometry.for_image(
             arr.shape[0], arr.shape[1], self.short_side, self.model.config.inference.size_divisibility
         )
-        features = self._encode(arr, g)
+        features, canvas = self._encode(arr, g)
         if self._state is not None and self._state.key in self._ref_cache:
             self._ref_cache.move_to_end(self._state.key)  # the image before this one outlives older references
         key = _image_key(arr)
         self._remember_reference(key, features, g)
         self._tokens += 1
-        self._state = _ImageState(image=arr, geometry=g, features=features, token=self._tokens, key=key)
+        self._state = _ImageState(arr, g, features, self._tokens, key, canvas)
         self._object_cache = None
 
     def reset_image(self) -> None:
@@ -350,15 +356,17 @@ class Segmenter:
         self._object_cache = None
         self._ref_cache.clear()
 
-    def _encode(self, arr: np.ndarray, g: ImageGeometry) -> ImageFeatures:
+    def _encode(self, arr: np.ndarray, g: ImageGeometry) -> tuple[ImageFeatures, Tensor | None]:
+        """(features, the normalised padded canvas ``[1, 3, Hp, Wp]`` when the model has a click refiner)."""
         resized = resize_image(arr, g.resized_size)
         x = torch.from_numpy(resized).permute(2, 0, 1).contiguous().to(self.device)
         features = self.model.encode_image(x)
+        canvas = self.model.preprocess(x)[0] if self.model.refiner is not None else None
         with self._numerics():
             self.model.prepare_decoder(features)
         if tuple(features.padded_size) != tuple(g.padded_size):  # pragma: no cover - model contract
             raise RuntimeError(f"model padded the image to {features.padded_size}, expected {g.padded_size}")
-        return features
+        return features, canvas
 
     # ------------------------------------------------------------------ vocabulary
 
@@ -437,7 +445,7 @@ class Segmenter:
             self._ref_cache.move_to_end(key)
             feats, g = self._ref_cache[key]
         else:
-            feats = self._encode(ref.image, g)
+            feats, _ = self._encode(ref.image, g)
             self._remember_reference(key, feats, g)
         r = rasterize(ref.prompts, g)
         sp = SpatialPrompts(_bool_tensor(r.pos, self.device)[None], _bool_tensor(r.neg, self.device)[None])
@@ -526,6 +534,7 @@ class Segmenter:
         joint: bool,
         labels: bool,
         max_candidates: int,
+        refine: bool = True,
     ) -> tuple[list[_ObjectResult], Vocabulary | None]:
         if isinstance(objects, PromptSet):
             objects = [objects]
@@ -554,6 +563,8 @@ class Segmenter:
             per = _per_object_draws(draws, n)
             for i, p in enumerate(preps):
                 results[i] = self._run_one(p, mems[i], vocab, per[i], max_candidates)
+        if refine:
+            results = [None if r is None else self._refined(r, p) for r, p in zip(results, preps, strict=True)]
         return [r for r in results if r is not None], vocab
 
     def _run_one(
@@ -662,6 +673,22 @@ class Segmenter:
             if drop:
                 gone = torch.from_numpy(np.isin(regions, sorted(drop))).to(c.logits4.device)
                 c.logits4 = c.logits4.masked_fill(gone, CLIPPED_LOGIT)
+        return res
+
+    def _refined(self, res: _ObjectResult, p: _Prepared) -> _ObjectResult:
+        """The selected candidate of a click prompt corrected by the model's click refiner: its ``canvas_logits``
+        set and its ``logits4`` (the next round's memory) replaced by their stride-4 average. Unchanged: models
+        without a refiner, ``refine_clicks=False``, prompts without points, fitted boxes."""
+        st = self._require()
+        pts = p.prompts.points
+        if not self.refine_clicks or st.canvas is None or pts is None or p.kind != "visual" or res.clip_box:
+            return res
+        c = res.candidates[0]
+        coords = torch.from_numpy(st.geometry.canvas_pixels(pts.coords)).to(self.device)
+        labels = torch.from_numpy(np.asarray(pts.labels, dtype=np.int64)).to(self.device)
+        out = self.model.refine_clicks(st.canvas, c.logits4[None], coords, labels)[0]
+        c.canvas_logits = out
+        c.logits4 = F.avg_pool2d(out[None, None], 4)[0, 0].to(c.logits4.dtype)
         return res
 
     def _box_fit(self, logits4: Tensor, box: tuple[float, float, float, float]) -> tuple[Tensor, Tensor]:
@@ -777,6 +804,23 @@ class Segmenter:
         logits = crop_and_resize(up, g.resized_size, g.original_size, mode=mode, antialias=False)
         return logits.sigmoid() > 0.5, logits if want_logits else None
 
+    def _candidate_maps(self, res: _ObjectResult, want_logits: bool) -> tuple[Tensor, Tensor | None]:
+        """The candidates of ``res`` at the original size: (bool masks ``[C, H, W]``, float logits if wanted), each
+        from its click-refined canvas logits if it has them, else from its stride-4 logits (official rules)."""
+        g = self._require().geometry
+        masks, logits = [], []
+        for c in res.candidates:
+            if c.canvas_logits is not None:
+                lg = crop_and_resize(c.canvas_logits[None].float(), g.resized_size, g.original_size, "bilinear", False)
+                m, lo = lg > 0, lg
+                lo_opt: Tensor | None = lo
+            else:
+                m, lo_opt = self._to_original(c.logits4[None], res.rule, want_logits)
+            masks.append(self._clip(m, res.clip_box, False))
+            if want_logits and lo_opt is not None:
+                logits.append(self._clip(lo_opt, res.clip_box, CLIPPED_LOGIT))
+        return torch.cat(masks), torch.cat(logits) if want_logits else None
+
     def _clip(self, maps: Tensor, box: tuple[float, float, float, float] | None, fill: float | bool) -> Tensor:
         """``maps [C, H, W]`` at the original size with every pixel outside ``box`` (XYXY edges) set to ``fill``."""
         if box is None:
@@ -790,8 +834,7 @@ class Segmenter:
 
     def _to_segment(self, res: _ObjectResult, vocab: Vocabulary | None) -> Segment:
         c = res.candidates[0]
-        masks, _ = self._to_original(c.logits4[None], res.rule, False)
-        masks = self._clip(masks, res.clip_box, False)
+        masks, _ = self._candidate_maps(_ObjectResult(res.kind, res.rule, [c], res.clip_box), False)
         seg = Segment(
             mask=masks[0].cpu().numpy(),
             score=c.score,
@@ -877,7 +920,7 @@ class Segmenter:
         if prompts.text is not None or prompts.reference is not None:
             raise PromptError("segment_levels takes visual prompts only (points, box, scribble, polygon, mask)")
         k = self.model.config.decoder.queries_per_prompt
-        results, vocab = self._run([prompts], [memory], None, False, labels, k)
+        results, vocab = self._run([prompts], [memory], None, False, labels, k, refine=False)
         res = results[0]
         segs = [self._to_segment(_ObjectResult(res.kind, res.rule, [c]), vocab) for c in res.candidates]
         order = sorted(range(len(segs)), key=lambda i: (-int(segs[i].mask.sum()), -segs[i].score))
@@ -922,9 +965,7 @@ class Segmenter:
         results, _ = self._run([prompts], [mask_input], draws, False, False, k)
         res = results[0]
         stack = torch.stack([c.logits4 for c in res.candidates])
-        masks, logits = self._to_original(stack, res.rule, return_logits)
-        masks = self._clip(masks, res.clip_box, False)
-        logits = None if logits is None else self._clip(logits, res.clip_box, CLIPPED_LOGIT)
+        masks, logits = self._candidate_maps(res, return_logits)
         out = logits if return_logits else masks
         assert out is not None
         scores = np.array([c.score for c in res.candidates], dtype=np.float32)

@@ -81,6 +81,9 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         t.add_argument("--images", default=None, help="image folder for COCO / panoptic / RefCOCO data")
         t.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
         t.add_argument("--no-progress", action="store_true", help="no progress bar")
+        t.add_argument(
+            "--no-refine", action="store_true", help="seem models: leave out the click refiner (models that have one)"
+        )
         if task == "interactive":
             t.add_argument("--protocol", choices=["ritm", "seem"], default="ritm", help="click protocol (default ritm)")
             t.add_argument("--max-clicks", type=int, default=20, help="clicks per object (default 20)")
@@ -236,6 +239,12 @@ def _write_worst(out: Path, cases: list[Any]) -> list[str]:
     return written
 
 
+def _uses_refiner(predictor: Any) -> bool:
+    """Whether a seem predictor corrects clicks with its model's click refiner."""
+    seg = getattr(predictor, "segmenter", None)
+    return bool(seg is not None and seg.refine_clicks and getattr(seg.model, "refiner", None) is not None)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``args.eval_task`` as parsed by ``add_eval_parser`` and write the outputs; returns the exit code."""
     from seem.eval import runner
@@ -249,6 +258,10 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         dataset, fmt = open_dataset(args.data, args.format, split=args.split, image_root=args.images)
         predictor = load_predictor(args.model, config=args.model_config, device=args.device)
+        if args.no_refine:
+            if not hasattr(predictor, "segmenter"):
+                raise ValueError("--no-refine applies to seem models only")
+            predictor.segmenter.refine_clicks = False
     except (FileNotFoundError, ValueError, ImportError, TypeError) as e:
         print(f"seem eval {task}: {e}", file=sys.stderr)
         return 2
@@ -258,6 +271,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "images": args.images,
         "model_config": args.model_config,
         "device": args.device,
+        "click_refiner": _uses_refiner(predictor),
     }
     try:
         if task == "interactive":

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from seem.models.click_refiner import ClickRefinerConfig
+
 DecoderVariant = Literal["v1", "demo"]
 """Self-attention bookkeeping of the SEEM decoder.
 
@@ -198,6 +200,8 @@ class SEEMConfig:
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     decoder: SEEMDecoderConfig = field(default_factory=SEEMDecoderConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    refiner: ClickRefinerConfig = field(default_factory=ClickRefinerConfig)
+    """The optional click refiner (``seem.models.click_refiner``); official checkpoints have none."""
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
     pixel_std: tuple[float, float, float] = PIXEL_STD
     vocabulary: tuple[str, ...] = ()

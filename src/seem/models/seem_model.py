@@ -15,12 +15,14 @@ Loading: ``from_official(path)`` (strict conversion of an official SEEM ``.pt``)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seem.models.backbones import build_backbone
@@ -33,6 +35,7 @@ from seem.models.checkpoints.seem import (
     read_official_seem,
     variant_from_filename,
 )
+from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, click_maps
 from seem.models.config import DecoderVariant, SEEMConfig, TextEncoderConfig, from_official_yaml
 from seem.models.pixel_decoders.fpn_transformer import TransformerEncoderPixelDecoder
 from seem.models.preprocess import normalize_and_pad
@@ -123,6 +126,8 @@ class SEEMModel(nn.Module):
         self.pixel_decoder = TransformerEncoderPixelDecoder(config.pixel_decoder)
         self.text_encoder = build_text_encoder(config.text)
         self.decoder = SEEMDecoder(config.decoder)
+        self.refiner = _channels_last(ClickRefiner(config.refiner)) if config.refiner.enabled else None
+        """Optional click refiner (``seem.models.click_refiner``; the default model has one, official ones none)."""
         self.builtin_class_embeddings: dict[tuple[str, ...], Tensor] = {}
         """Class embeddings shipped with the weights (class names → ``[K + 1, D]``, background last), so that a
         model whose text encoder is an optional package still labels masks with its own vocabulary. Valid while
@@ -178,6 +183,42 @@ class SEEMModel(nn.Module):
         if prepare_decoder:
             self.prepare_decoder(feats)
         return feats
+
+    def refine_clicks(self, image: Tensor, logits4: Tensor, coords: Tensor, labels: Tensor) -> Tensor:
+        """Correct masks where clicked, with the click refiner (raises ``RuntimeError`` if the model has none).
+
+        Args:
+            image: ``[1, 3, Hp, Wp]`` the normalised, padded input canvas (``preprocess(image)[0]``).
+            logits4: ``[C, Hp / 4, Wp / 4]`` stride-4 mask logits on that canvas (C masks of the same clicks).
+            coords: ``[N, 2]`` clicks, (x, y) canvas pixels; ``labels [N]``: 1 positive, 0 negative.
+
+        Returns: logits ``[C, Hp, Wp]`` at canvas resolution.
+        """
+        if self.refiner is None:
+            raise RuntimeError("this model has no click refiner (config.refiner.enabled is false)")
+        hp, wp = image.shape[-2:]
+        coarse = F.interpolate(logits4[:, None].float(), size=(hp, wp), mode="bilinear", align_corners=False)
+        maps = click_maps(coords, labels, (hp, wp), self.config.refiner.click_radius).to(coarse)
+        c = coarse.shape[0]
+        y0, y1, x0, x1 = _refine_window(coarse > 0, coords, (hp, wp))
+        out = coarse.clamp(-self.config.refiner.coarse_clamp, self.config.refiner.coarse_clamp)
+        win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+        cl = torch.channels_last
+        out[win] = self.refiner(
+            image[win].expand(c, -1, -1, -1).to(coarse).contiguous(memory_format=cl),
+            coarse[win].contiguous(memory_format=cl),
+            maps[None][win].expand(c, -1, -1, -1).contiguous(memory_format=cl),
+        )
+        return out[:, 0]
+
+    def set_refiner(self, refiner: ClickRefiner | None) -> None:
+        """Give the model a click refiner (trained apart, ``seem.train.refiner``) or remove it; the config follows,
+        so ``save_pretrained`` writes it."""
+        if refiner is not None and not isinstance(refiner, ClickRefiner):
+            raise TypeError(f"refiner must be a ClickRefiner or None, got {type(refiner).__name__}")
+        self.refiner = None if refiner is None else _channels_last(refiner.to(self.device).eval())
+        cfg = ClickRefinerConfig() if refiner is None else dataclasses.replace(refiner.cfg, enabled=True)
+        self.config = dataclasses.replace(self.config, refiner=cfg)
 
     def prepare_decoder(self, features: ImageFeatures) -> ImageFeatures:
         """Compute the decoder's per-image tensors of ``features`` now (see ``encode_image``), under the caller's
@@ -298,3 +339,27 @@ class SEEMModel(nn.Module):
             if bad:
                 raise CheckpointError(f"{shipped}: class embeddings must be {dim} wide (text.proj_dim)")
         return model.eval()
+
+
+def _channels_last(refiner: ClickRefiner) -> ClickRefiner:
+    """The refiner's convolution weights in channels-last layout (oneDNN's fast path on CPU; values unchanged)."""
+    return refiner.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+def _refine_window(fg: Tensor, coords: Tensor, size: tuple[int, int], margin: float = 0.4) -> tuple[int, int, int, int]:
+    """The canvas window the click refiner reads: the box around the masks ``fg [C, 1, H, W]`` and the clicks
+    ``coords [N, 2]`` (x, y), grown by ``margin`` × its size (at least 64 px) on each side, on multiples of 8 →
+    ``(y0, y1, x0, x1)``; the whole canvas when that box covers most of it (no saving)."""
+    h, w = size
+    ys, xs = torch.nonzero(fg.any(0)[0], as_tuple=True)
+    cx = torch.cat([xs.float(), coords[:, 0].float().to(xs.device)])
+    cy = torch.cat([ys.float(), coords[:, 1].float().to(ys.device)])
+    if cx.numel() == 0:
+        return 0, h, 0, w
+    bx0, bx1, by0, by1 = float(cx.min()), float(cx.max()) + 1, float(cy.min()), float(cy.max()) + 1
+    m = max(64.0, margin * max(bx1 - bx0, by1 - by0))
+    x0, y0 = max(0, int(bx0 - m) // 8 * 8), max(0, int(by0 - m) // 8 * 8)
+    x1, y1 = min(w, -(-int(bx1 + m) // 8) * 8), min(h, -(-int(by1 + m) // 8) * 8)
+    if (x1 - x0) * (y1 - y0) > 0.7 * h * w:
+        return 0, h, 0, w
+    return y0, y1, x0, x1

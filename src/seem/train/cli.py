@@ -49,6 +49,17 @@ def add_train_parser(subparsers: Any) -> tuple[argparse.ArgumentParser, argparse
     _common(p)
     p.set_defaults(func=run_train)
 
+    r = subparsers.add_parser(
+        "train-refiner",
+        help="train a click refiner (corrects a model's masks where clicked) from the images of a run config",
+        description="Train seem.models.click_refiner from masks with simulated errors and clicks, optionally from "
+        "recorded interactions of a model (--rollouts). See docs/training.md, section 6.",
+    )
+    from seem.train.refiner import add_refiner_arguments, run_refiner
+
+    add_refiner_arguments(r)
+    r.set_defaults(func=run_refiner)
+
     f = subparsers.add_parser(
         "finetune",
         help="fine-tune a model on a folder of images + masks with the official recipe's defaults",

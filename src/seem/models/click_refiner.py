@@ -1,0 +1,153 @@
+"""Click refiner: a small convolutional net that corrects a coarse mask where the user clicked.
+
+SEEM's decoder reads clicks as queries pooled from stride-4 features; a small decoder often ignores a corrective
+click (the mask stays the same click after click). The refiner (in the spirit of RITM / FocalClick's refinement
+stage) sees the clicks as maps at image resolution next to the image and the decoder's mask, and returns corrected
+logits at that resolution. It knows nothing of the decoder, so it is trained on its own from masks and simulated
+errors (``seem.train.refiner``) and can sit behind any model of the family (``ClickRefinerConfig.enabled``).
+
+Inputs, all on the model's padded input canvas ``[H, W]`` (``ImageGeometry.padded_size``):
+
+- ``image [B, 3, H, W]``: normalised with the model's pixel mean / std (the tensor ``normalize_and_pad`` gives);
+- ``coarse [B, 1, H, W]``: mask logits (the decoder's stride-4 logits upsampled bilinearly);
+- ``clicks [B, 2, H, W]``: positive / negative click disks (``click_maps``), 1 inside a disk, else 0.
+
+Output: logits ``[B, 1, H, W]`` = ``clamp(coarse, ±coarse_clamp)`` + a learned correction (predicted at stride 2,
+upsampled bilinearly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class ClickRefinerConfig:
+    """Architecture of the click refiner; ``enabled=False`` (official checkpoints): the model has none."""
+
+    enabled: bool = False
+    widths: tuple[int, int, int] = (16, 24, 48)
+    """Channels at strides 2, 4 and 8 of the canvas."""
+    blocks: tuple[int, int] = (2, 4)
+    """Inverted-residual blocks at stride 4 and stride 8 (their dilations cycle 1, 2, 4, 8)."""
+    expand: int = 2
+    click_radius: int = 5
+    """Radius (canvas pixels) of a click's disk in the click maps."""
+    coarse_clamp: float = 8.0
+    """The coarse logits are clamped to ±this before the correction is added."""
+
+
+def click_maps(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: int) -> Tensor:
+    """Disk maps of clicks: ``coords [N, 2]`` (x, y) canvas pixels, ``labels [N]`` (1 positive, 0 negative;
+    others ignored) → float ``[2, H, W]`` (channel 0 positive, 1 negative; 1 within ``radius`` of a click)."""
+    h, w = size
+    out = torch.zeros(2, h, w, device=coords.device)
+    if coords.numel() == 0:
+        return out
+    ys = torch.arange(h, device=coords.device, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, device=coords.device, dtype=torch.float32)[None, :]
+    for (x, y), lab in zip(coords.float().tolist(), labels.tolist(), strict=True):
+        if lab not in (0, 1):
+            continue
+        y0, y1 = max(0, int(y) - radius - 1), min(h, int(y) + radius + 2)
+        x0, x1 = max(0, int(x) - radius - 1), min(w, int(x) + radius + 2)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        d2 = (ys[y0:y1] - y) ** 2 + (xs[:, x0:x1] - x) ** 2
+        ch = 0 if lab == 1 else 1
+        out[ch, y0:y1, x0:x1] = torch.maximum(out[ch, y0:y1, x0:x1], (d2 <= radius * radius).float())
+    return out
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _fuse(cin: int, cout: int) -> nn.Sequential:
+    """1×1 conv (mixes the concatenated inputs) → depthwise 3×3, each with BatchNorm and ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, 1, 1, groups=cout, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2 block at a fixed width: 1×1 expand → dilated 3×3 depthwise → 1×1 project, plus the input."""
+
+    def __init__(self, dim: int, expand: int, dilation: int) -> None:
+        super().__init__()
+        hid = dim * expand
+        self.body = nn.Sequential(
+            nn.Conv2d(dim, hid, 1, bias=False),
+            nn.BatchNorm2d(hid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hid, hid, 3, 1, dilation, dilation=dilation, groups=hid, bias=False),
+            nn.BatchNorm2d(hid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hid, dim, 1, bias=False),
+            nn.BatchNorm2d(dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ClickRefiner(nn.Module):
+    """A U-shaped net over (image, coarse mask, click maps) → corrected mask logits (see the module docstring)."""
+
+    IN_CHANNELS = 6  # RGB + coarse probability + positive / negative clicks
+
+    def __init__(self, cfg: ClickRefinerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c2, c4, c8 = cfg.widths
+        n4, n8 = cfg.blocks
+        dil = (1, 2, 4, 8)
+        self.down2 = _conv_bn(self.IN_CHANNELS, c2, 2)
+        self.down4 = _conv_bn(c2, c4, 2)
+        self.blocks4 = nn.Sequential(*[_InvertedResidual(c4, cfg.expand, dil[i % 4]) for i in range(n4)])
+        self.down8 = _conv_bn(c4, c8, 2)
+        self.blocks8 = nn.Sequential(*[_InvertedResidual(c8, cfg.expand, dil[i % 4]) for i in range(n8)])
+        self.up4 = _fuse(c8 + c4, c4)
+        self.up2 = _fuse(c4 + c2, c2)
+        self.head = nn.Conv2d(c2, 1, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(_need_bias(self.head))
+
+    def forward(self, image: Tensor, coarse: Tensor, clicks: Tensor) -> Tensor:
+        """``image [B, 3, H, W]``, ``coarse [B, 1, H, W]`` logits, ``clicks [B, 2, H, W]`` → logits ``[B, 1, H, W]``
+        (``H``, ``W`` any size; multiples of 8 avoid resampling inside)."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be [B, 3, H, W], got {tuple(image.shape)}")
+        b, _, h, w = image.shape
+        if tuple(coarse.shape) != (b, 1, h, w) or tuple(clicks.shape) != (b, 2, h, w):
+            raise ValueError(
+                f"coarse must be [{b}, 1, {h}, {w}] and clicks [{b}, 2, {h}, {w}], got {tuple(coarse.shape)} and "
+                f"{tuple(clicks.shape)}"
+            )
+        base = coarse.clamp(-self.cfg.coarse_clamp, self.cfg.coarse_clamp)
+        x = torch.cat([image, torch.sigmoid(base), clicks], dim=1)
+        f2 = self.down2(x)
+        f4 = self.blocks4(self.down4(f2))
+        f8 = self.blocks8(self.down8(f4))
+        y = self.up4(torch.cat([_resize(f8, f4), f4], 1))
+        y = self.up2(torch.cat([_resize(y, f2), f2], 1))
+        return base + _resize(self.head(y), x)
+
+
+def _need_bias(conv: nn.Conv2d) -> Tensor:
+    if conv.bias is None:  # pragma: no cover - built with a bias above
+        raise RuntimeError("the head has no bias")
+    return conv.bias
+
+
+def _resize(x: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)

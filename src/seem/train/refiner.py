@@ -1,0 +1,543 @@
+"""Train a ``ClickRefiner`` (``seem.models.click_refiner``) from masks alone, with simulated coarse masks and clicks.
+
+The refiner corrects a decoder's mask where the user clicked, so it needs examples of (image, wrong mask, clicks on
+the errors) → right mask. Those are made here from any annotated images (the trainer's data sources, e.g. the
+default model's ``configs/default_model.yaml``) without running the decoder:
+
+- **pool**: every image of the sources resized to a short side (the model's input scale), its masks between
+  ``min_frac`` and ``max_frac`` of the image kept (at most ``max_masks``, bit-packed in memory);
+- **coarse mask** (``simulate_coarse``): the target mask damaged the way a small decoder errs — a part of it missing
+  (another annotation's region cut out), a neighbouring region added, eroded / dilated, blurred to stride 4..16,
+  replaced by a wrong region or nothing — then read as logits of random confidence;
+- **clicks** (``simulate_clicks``): a first positive click deep inside the object, then clicks at the centres of the
+  largest error regions (positive on missed pixels, negative on wrong ones), as the RITM protocol places them, plus a
+  few clicks on already-right pixels.
+
+Loss: binary cross-entropy + soft IoU on the refiner's logits against the target. CPU training uses bf16 autocast.
+
+    seem train-refiner --data configs/default_model.yaml --out runs/refiner --steps 5000
+    (or: python -m seem.train.refiner ...)
+
+writes ``refiner.safetensors`` (state dict of ``ClickRefiner``, its config in the metadata) every ``--save-every``
+steps; ``scripts/make_default_model.py --refiner runs/refiner/refiner.safetensors`` puts it into a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, click_maps
+from seem.models.config import PIXEL_MEAN, PIXEL_STD
+
+REFINER_FILE = "refiner.safetensors"
+
+
+@dataclass
+class PoolImage:
+    """One pool entry: ``image [H, W, 3]`` uint8 RGB and its masks bit-packed (``np.packbits`` of ``[N, H, W]``)."""
+
+    image: np.ndarray
+    packed: np.ndarray
+    count: int
+
+    def masks(self) -> np.ndarray:
+        """``[N, H, W]`` bool."""
+        h, w = self.image.shape[:2]
+        return np.unpackbits(self.packed, count=self.count * h * w).reshape(self.count, h, w).astype(bool)
+
+
+def build_pool(
+    samples: Sequence[object] | object,
+    short_side: int = 384,
+    min_frac: float = 0.005,
+    max_frac: float = 0.85,
+    max_masks: int = 24,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[PoolImage]:
+    """Resize each ``seem.train.data.Sample`` of ``samples`` (a sequence or a ``MergedSource``) to ``short_side``
+    and keep the masks covering ``[min_frac, max_frac]`` of it (a random ``max_masks`` of them); images left with no
+    mask are skipped."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    pool: list[PoolImage] = []
+    n = len(samples)  # type: ignore[arg-type]
+    for i in tqdm(range(n), desc="refiner pool", disable=not progress):
+        s = samples[i]  # type: ignore[index]
+        img = s.image.permute(1, 2, 0).numpy()
+        h, w = img.shape[:2]
+        scale = short_side / min(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+        masks = s.masks.numpy()
+        if masks.shape[0] == 0:
+            continue
+        frac = masks.reshape(masks.shape[0], -1).mean(1)
+        keep = np.flatnonzero((frac >= min_frac) & (frac <= max_frac))
+        if keep.size == 0:
+            continue
+        if keep.size > max_masks:
+            keep = np.sort(rng.choice(keep, max_masks, replace=False))
+        small = np.stack(
+            [cv2.resize(masks[k].astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST) for k in keep]
+        )
+        small = small.astype(bool)
+        small = small[small.reshape(small.shape[0], -1).any(1)]
+        if small.shape[0]:
+            pool.append(PoolImage(np.ascontiguousarray(img), np.packbits(small), int(small.shape[0])))
+    if not pool:
+        raise ValueError("the data sources gave no usable mask for the refiner pool")
+    return pool
+
+
+def _blob(rng: np.random.Generator, shape: tuple[int, int], frac: float) -> np.ndarray:
+    """A smooth random region covering about ``frac`` of ``shape``."""
+    h, w = shape
+    g = cv2.resize(rng.standard_normal((max(2, h // 32), max(2, w // 32))).astype(np.float32), (w, h))
+    return np.asarray(g > np.quantile(g, 1.0 - frac))
+
+
+def _morph(m: np.ndarray, r: int, grow: bool) -> np.ndarray:
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    op = cv2.dilate if grow else cv2.erode
+    return op(m.astype(np.uint8), k).astype(bool)
+
+
+def simulate_coarse(rng: np.random.Generator, gt: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Coarse logits ``[H, W]`` float32 for the target ``gt [H, W]`` bool, damaged with the help of the image's
+    other masks ``others [N, H, W]`` (see the module docstring)."""
+    h, w = gt.shape
+    area = max(1, int(gt.sum()))
+    m = gt.copy()
+    for _ in range(int(rng.integers(1, 3))):
+        kind = rng.choice(["missing", "extra", "morph", "wrong", "keep"], p=[0.35, 0.3, 0.15, 0.1, 0.1])
+        if kind == "missing":
+            inter = (others & m).reshape(len(others), -1).sum(1) if len(others) else np.zeros(0)
+            ok = np.flatnonzero((inter > 0.05 * area) & (inter < 0.7 * area))
+            cut = (
+                others[rng.choice(ok)] if ok.size and rng.random() < 0.7 else _blob(rng, (h, w), rng.uniform(0.1, 0.5))
+            )
+            m = m & ~cut
+        elif kind == "extra":
+            ring = _morph(m, 9, True) & ~m
+            touch = (others & ring).reshape(len(others), -1).any(1) if len(others) else np.zeros(0, bool)
+            outside = (others & ~m).reshape(len(others), -1).sum(1) if len(others) else np.zeros(0)
+            ok = np.flatnonzero(touch & (outside > 0.05 * area) & (outside < 2.0 * area))
+            if ok.size and rng.random() < 0.7:
+                m = m | others[rng.choice(ok)]
+            else:
+                m = m | (_blob(rng, (h, w), rng.uniform(0.05, 0.3)) & _morph(m, int(rng.integers(10, 40)), True))
+        elif kind == "morph":
+            m = _morph(m, int(rng.integers(2, 12)), bool(rng.random() < 0.5))
+        elif kind == "wrong":
+            m = others[rng.integers(len(others))].copy() if len(others) and rng.random() < 0.6 else np.zeros_like(m)
+    # a decoder's stride-4..16 logits, upsampled, and its confidence
+    f = int(rng.choice([4, 4, 8, 16]))
+    p = cv2.resize(m.astype(np.float32), (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    p = cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR)
+    scale = rng.uniform(2.0, 10.0)
+    noise = cv2.resize(rng.standard_normal((max(2, h // 16), max(2, w // 16))).astype(np.float32), (w, h))
+    return ((2.0 * p - 1.0) * scale + noise * rng.uniform(0.0, 2.0)).astype(np.float32)
+
+
+def _inner_point(rng: np.random.Generator, region: np.ndarray, jitter: float) -> tuple[float, float] | None:
+    """A point deep inside ``region``: among the pixels whose distance to its border is ≥ ``(1 - jitter)`` × the
+    largest → ``(x, y)``, or None for an empty region."""
+    if not region.any():
+        return None
+    d = cv2.distanceTransform(np.pad(region, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    ys, xs = np.nonzero(region & (d >= (1.0 - jitter) * d.max()))
+    i = int(rng.integers(len(ys)))
+    return float(xs[i]), float(ys[i])
+
+
+def simulate_clicks(rng: np.random.Generator, gt: np.ndarray, coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clicks for the target ``gt`` and coarse logits → ``(coords [N, 2] (x, y) pixels, labels [N] 1 / 0)``."""
+    pts: list[tuple[float, float]] = []
+    labs: list[int] = []
+    first = _inner_point(rng, gt, rng.uniform(0.0, 0.6))
+    if first is not None:
+        pts.append(first)
+        labs.append(1)
+    pred = coarse > 0
+    n_err = int(rng.choice([0, 1, 2, 3, 4], p=[0.15, 0.4, 0.2, 0.15, 0.1]))
+    if n_err:
+        comps = []
+        for lab, err in ((1, gt & ~pred), (0, pred & ~gt)):
+            n, cc, stats, _ = cv2.connectedComponentsWithStats(err.astype(np.uint8), connectivity=8)
+            comps += [(int(stats[i, cv2.CC_STAT_AREA]), lab, cc == i) for i in range(1, n)]
+        comps.sort(key=lambda c: -c[0])
+        for area, lab, region in comps[:n_err]:
+            if area < 16:
+                break
+            p = _inner_point(rng, region, rng.uniform(0.0, 0.3))
+            if p is not None:
+                pts.append(p)
+                labs.append(lab)
+    for _ in range(int(rng.choice([0, 0, 1, 2]))):  # clicks on pixels already right
+        lab = int(rng.random() < 0.5)
+        p = _inner_point(rng, (gt & pred) if lab else (~gt & ~pred), 1.0)
+        if p is not None:
+            pts.append(p)
+            labs.append(lab)
+    order = rng.permutation(len(pts)) if len(pts) > 1 else np.arange(len(pts))
+    return np.array(pts, np.float32).reshape(-1, 2)[order], np.array(labs, np.int64)[order]
+
+
+def _crop(rng: np.random.Generator, item: PoolImage, size: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """A ``size``² crop (scale jitter, flip) of a pool image around one of its masks → (image, masks, index)."""
+    masks = item.masks()
+    k = int(rng.integers(masks.shape[0]))
+    s = rng.uniform(0.7, 1.3)
+    img = item.image
+    h, w = img.shape[:2]
+    nh, nw = max(size // 2, round(h * s)), max(size // 2, round(w * s))
+    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    masks = np.stack([cv2.resize(m.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST) for m in masks]) > 0
+    ys, xs = np.nonzero(masks[k])
+    if ys.size == 0:
+        return None
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    top = int(np.clip(cy - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, nh - size)))
+    left = int(np.clip(cx - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, nw - size)))
+    img = img[top : top + size, left : left + size]
+    masks = masks[:, top : top + size, left : left + size]
+    ph, pw = size - img.shape[0], size - img.shape[1]
+    if ph or pw:
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)))
+        masks = np.pad(masks, ((0, 0), (0, ph), (0, pw)))
+    if rng.random() < 0.5:
+        img, masks = img[:, ::-1], masks[:, :, ::-1]
+    if masks[k].sum() < 64:
+        return None
+    return np.ascontiguousarray(img), np.ascontiguousarray(masks), k
+
+
+@dataclass
+class Rollout:
+    """One round of a real interaction on a pool image (``collect_rollouts``): the decoder's stride-4 logits
+    ``logits4 [H4, W4]`` (float16, padded canvas) for the clicks so far, ``coords [N, 2]`` (x, y) pixels of the pool
+    image and ``labels [N]``, for the target ``pool[image].masks()[mask]``."""
+
+    image: int
+    mask: int
+    logits4: np.ndarray
+    coords: np.ndarray
+    labels: np.ndarray
+
+
+def collect_rollouts(
+    model: object,
+    pool: Sequence[PoolImage],
+    objects: int,
+    rounds: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Rollout]:
+    """Run the RITM click protocol with ``model`` (a ``SEEMModel`` with a click refiner) on ``objects`` random pool
+    masks for ``rounds`` clicks each: every round records the decoder's own mask (before the refiner) and the
+    clicks, and the next click goes where the *refined* mask is wrong — the errors the refiner meets in use.
+    Pool images are read at their own scale (``build_pool``'s short side, the model's input scale for the
+    default model)."""
+    from tqdm import tqdm
+
+    from seem.eval.clickers import RITMClicker
+    from seem.predictor import Segmenter
+
+    short = min(pool[0].image.shape[:2])  # the pool's scale: images go in unresized, so clicks stay in pool pixels
+    seg = Segmenter(model, short_side=short, progress=False, cache_dir=False, refine_clicks=False)  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)
+    out: list[Rollout] = []
+    picks = sorted((int(rng.integers(len(pool))), int(rng.integers(1 << 30))) for _ in range(objects))
+    current = -1
+    canvas = None
+    for i, r in tqdm(picks, desc="refiner rollouts", disable=not progress):
+        item = pool[i]
+        if i != current:
+            seg.set_image(item.image)
+            x = torch.from_numpy(item.image).permute(2, 0, 1).contiguous()
+            canvas = model.preprocess(x)[0]  # type: ignore[attr-defined]
+            current = i
+        k = r % item.count
+        gt = item.masks()[k]
+        h, w = gt.shape
+        clicker = RITMClicker()
+        pred = np.zeros_like(gt)
+        coords: list[tuple[float, float]] = []
+        labels: list[int] = []
+        memory = None
+        for _ in range(rounds):
+            click = clicker.next_click(gt, pred)
+            if click is None:
+                break
+            coords.append((float(click.x), float(click.y)))
+            labels.append(int(click.is_positive))
+            c, lab = np.array(coords, np.float32), np.array(labels, np.int64)
+            _, _, low = seg.predict(c, lab, mask_input=memory, multimask_output=False)
+            out.append(Rollout(i, k, low[0].astype(np.float16), c, lab))
+            with torch.no_grad():
+                refined = model.refine_clicks(  # type: ignore[attr-defined]
+                    canvas, torch.from_numpy(low), torch.from_numpy(c), torch.from_numpy(lab)
+                )
+            pred = (refined[0, :h, :w] > 0).numpy()
+            memory = F.avg_pool2d(refined[:, None], 4)[:, 0].numpy()
+    return out
+
+
+def _rollout_example(
+    rng: np.random.Generator, pool: Sequence[PoolImage], ro: Rollout, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A ``size``² crop (flip) of a recorded round → (image, target, coarse logits, coords, labels)."""
+    item = pool[ro.image]
+    img, gt = item.image, item.masks()[ro.mask]
+    h, w = gt.shape
+    lg = torch.from_numpy(ro.logits4.astype(np.float32))[None, None]
+    coarse = F.interpolate(lg, scale_factor=4, mode="bilinear", align_corners=False)[0, 0, :h, :w].numpy()
+    ys, xs = np.nonzero(gt | (coarse > 0))
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    top = int(np.clip(cy - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, h - size)))
+    left = int(np.clip(cx - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, w - size)))
+    crop = (slice(top, top + size), slice(left, left + size))
+    img, gt, coarse = img[crop], gt[crop], coarse[crop]
+    ph, pw = size - gt.shape[0], size - gt.shape[1]
+    img, gt = np.pad(img, ((0, ph), (0, pw), (0, 0))), np.pad(gt, ((0, ph), (0, pw)))
+    coarse = np.pad(coarse, ((0, ph), (0, pw)), constant_values=-8.0)
+    coords = ro.coords - np.array([left, top], np.float32)
+    if rng.random() < 0.5:
+        img, gt, coarse = img[:, ::-1], gt[:, ::-1], coarse[:, ::-1]
+        coords = coords.copy()
+        coords[:, 0] = size - 1 - coords[:, 0]
+    inside = (coords[:, 0] >= 0) & (coords[:, 0] < size) & (coords[:, 1] >= 0) & (coords[:, 1] < size)
+    return (
+        np.ascontiguousarray(img),
+        np.ascontiguousarray(gt),
+        np.ascontiguousarray(coarse, dtype=np.float32),
+        coords[inside],
+        ro.labels[inside],
+    )
+
+
+def make_batch(
+    rng: np.random.Generator,
+    pool: Sequence[PoolImage],
+    batch: int,
+    size: int,
+    radius: int,
+    rollouts: Sequence[Rollout] = (),
+    real_frac: float = 0.5,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(image [B, 3, S, S] normalised, coarse [B, 1, S, S], clicks [B, 2, S, S], target [B, 1, S, S])``: a
+    ``real_frac`` share from recorded ``rollouts`` (if any), the rest simulated."""
+    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+    ims: list[Tensor] = []
+    coarses: list[Tensor] = []
+    clicks: list[Tensor] = []
+    targets: list[Tensor] = []
+    while len(ims) < batch:
+        if rollouts and rng.random() < real_frac:
+            img, gt, coarse, coords, labels = _rollout_example(
+                rng, pool, rollouts[int(rng.integers(len(rollouts)))], size
+            )
+        else:
+            got = _crop(rng, pool[int(rng.integers(len(pool)))], size)
+            if got is None:
+                continue
+            img, masks, k = got
+            gt = masks[k]
+            others = np.delete(masks, k, axis=0)
+            coarse = simulate_coarse(rng, gt, others)
+            coords, labels = simulate_clicks(rng, gt, coarse)
+        ims.append((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)
+        coarses.append(torch.from_numpy(coarse)[None])
+        clicks.append(click_maps(torch.from_numpy(coords), torch.from_numpy(labels), (size, size), radius))
+        targets.append(torch.from_numpy(gt.astype(np.float32))[None])
+    return torch.stack(ims), torch.stack(coarses), torch.stack(clicks), torch.stack(targets)
+
+
+def refiner_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy + (1 - soft IoU), averaged over the batch; ``logits``, ``target [B, 1, H, W]``."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    inter = (p * t).sum(1)
+    iou = (inter + 1.0) / (p.sum(1) + t.sum(1) - inter + 1.0)
+    return bce + (1.0 - iou).mean()
+
+
+def save_refiner(model: ClickRefiner, path: Path, meta: dict[str, object] | None = None) -> None:
+    """``model``'s state dict as safetensors, its config (and ``meta``) in the metadata."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    info = {"config": json.dumps(asdict(model.cfg)), "meta": json.dumps(meta or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(sd, str(tmp), metadata=info)
+    tmp.replace(path)
+
+
+def load_refiner(path: str | Path) -> ClickRefiner:
+    """Inverse of ``save_refiner`` (strict)."""
+    from safetensors import SafetensorError, safe_open
+
+    from seem.models.config import dataclass_from_dict
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iteration
+    except (OSError, SafetensorError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    if "config" not in meta:
+        raise ValueError(f"{path}: not a refiner file (no 'config' in its metadata)")
+    model = ClickRefiner(dataclass_from_dict(ClickRefinerConfig, json.loads(meta["config"])))
+    missing, unexpected = set(model.state_dict()) - set(sd), set(sd) - set(model.state_dict())
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing keys {sorted(missing)[:5]}, unexpected keys {sorted(unexpected)[:5]}")
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def train_refiner(
+    pool: Sequence[PoolImage],
+    out: Path,
+    *,
+    steps: int,
+    batch: int = 16,
+    size: int = 256,
+    lr: float = 2e-3,
+    cfg: ClickRefinerConfig | None = None,
+    seed: int = 0,
+    save_every: int = 500,
+    bf16: bool = True,
+    init: ClickRefiner | None = None,
+    log_every: int = 50,
+    rollouts: Sequence[Rollout] = (),
+    real_frac: float = 0.5,
+) -> ClickRefiner:
+    """Train (cosine learning rate, AdamW) and save to ``out / REFINER_FILE``; returns the model in eval mode."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = init if init is not None else ClickRefiner(cfg or ClickRefinerConfig(enabled=True))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    warm = min(200, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, warm)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
+    t0, run = time.time(), 0.0
+    log = (out / "log.jsonl").open("a")
+    for step in range(1, steps + 1):
+        image, coarse, clicks, target = make_batch(rng, pool, batch, size, model.cfg.click_radius, rollouts, real_frac)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(image, coarse, clicks)
+        loss = refiner_loss(logits.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        run = 0.98 * run + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % log_every == 0 or step == steps:
+            rec = {"step": step, "loss": round(run, 4), "lr": sched.get_last_lr()[0], "s": round(time.time() - t0)}
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if step % save_every == 0 or step == steps:
+            save_refiner(model, out / REFINER_FILE, {"step": step, "steps": steps, "batch": batch, "size": size})
+    log.close()
+    return model.eval()
+
+
+def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``seem train-refiner`` / ``python -m seem.train.refiner``."""
+    p.add_argument("--data", required=True, help="a training config (YAML) whose data.sources give the images")
+    p.add_argument("--out", required=True, type=Path, help="output folder (refiner.safetensors, log.jsonl)")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=256, help="crop side (pixels)")
+    p.add_argument("--short-side", type=int, default=384, help="pool images are resized to this short side")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--fp32", action="store_true", help="train without bf16 autocast")
+    p.add_argument("--init", type=Path, help="start from this refiner.safetensors")
+    p.add_argument(
+        "--rollouts",
+        type=int,
+        default=0,
+        help="also learn from N real interactions (RITM clicks) of --model with the --init refiner on the pool",
+    )
+    p.add_argument("--model", default=None, help="the model of --rollouts (default: the shipped default model)")
+    p.add_argument("--real-frac", type=float, default=0.5, help="share of batch examples from the rollouts")
+
+
+def run_refiner(args: argparse.Namespace) -> int:
+    """Build the pool (and rollouts), train, save; returns the exit code."""
+    from seem.train.build import build_sources
+    from seem.train.config import load_config
+
+    try:
+        cfg = load_config(args.data)
+        init = load_refiner(args.init) if args.init else None
+    except (OSError, ValueError) as e:
+        print(f"seem train-refiner: {e}", file=sys.stderr)
+        return 2
+    if args.rollouts and init is None:
+        print("seem train-refiner: --rollouts needs --init (the refiner the interactions run with)", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    pool = build_pool(build_sources(cfg), short_side=args.short_side, seed=args.seed)
+    print(f"pool: {len(pool)} images, {sum(x.count for x in pool)} masks", flush=True)
+    rollouts: list[Rollout] = []
+    if args.rollouts and init is not None:
+        from seem.loading import load
+        from seem.models.seem_model import SEEMModel
+
+        model = load(args.model)
+        if not isinstance(model, SEEMModel):
+            print(f"seem train-refiner: --model {args.model}: not a SEEM-family model", file=sys.stderr)
+            return 2
+        model.set_refiner(init)
+        rollouts = collect_rollouts(model, pool, args.rollouts, seed=args.seed)
+        print(f"rollouts: {len(rollouts)} rounds", flush=True)
+    train_refiner(
+        pool,
+        args.out,
+        steps=args.steps,
+        batch=args.batch,
+        size=args.size,
+        lr=args.lr,
+        seed=args.seed,
+        save_every=args.save_every,
+        bf16=not args.fp32,
+        init=None if init is None else load_refiner(args.init).train(),
+        rollouts=rollouts,
+        real_frac=args.real_frac,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m seem.train.refiner", description=__doc__.split("\n\n")[0])
+    add_refiner_arguments(p)
+    return run_refiner(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

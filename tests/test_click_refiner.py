@@ -1,0 +1,175 @@
+"""The click refiner (``seem.models.click_refiner``) and its training (``seem.train.refiner``): click maps, the
+net's contract, the simulated errors and clicks, learning, saving, and how a model and the predictor use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seem.io import read_image
+from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, click_maps
+from seem.models.seem_model import SEEMModel
+from seem.predictor import Segmenter
+from seem.prompts import Points, PromptSet
+from seem.samples import sample_image
+from seem.train.config import tiny_seem_config
+from seem.train.refiner import (
+    PoolImage,
+    collect_rollouts,
+    load_refiner,
+    make_batch,
+    refiner_loss,
+    save_refiner,
+    simulate_clicks,
+    simulate_coarse,
+    train_refiner,
+)
+
+
+def _disk(h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def test_click_maps_draw_disks_by_label() -> None:
+    coords = torch.tensor([[10.0, 5.0], [30.0, 20.0], [0.0, 0.0]])
+    maps = click_maps(coords, torch.tensor([1, 0, 7]), (32, 40), radius=3)
+    assert maps.shape == (2, 32, 40)
+    assert maps[0, 5, 10] == 1 and maps[1, 20, 30] == 1
+    assert maps[0, 20, 30] == 0 and maps[1, 5, 10] == 0
+    assert int(maps[0].sum()) == int(_disk(32, 40, 5, 10, 3).sum())  # a whole disk, radius 3
+    assert maps[:, 0, 0].sum() == 0, "labels other than 0 / 1 draw nothing"
+    assert click_maps(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), (4, 4), 2).sum() == 0
+
+
+def test_refiner_starts_as_the_identity_and_checks_shapes() -> None:
+    torch.manual_seed(0)
+    net = ClickRefiner(ClickRefinerConfig(enabled=True)).eval()
+    coarse = torch.randn(2, 1, 64, 80) * 20
+    out = net(torch.randn(2, 3, 64, 80), coarse, torch.zeros(2, 2, 64, 80))
+    assert out.shape == (2, 1, 64, 80)
+    torch.testing.assert_close(out, coarse.clamp(-8, 8))  # zero-initialised head: the clamped coarse mask
+    with pytest.raises(ValueError, match=r"coarse must be \[2, 1, 64, 80\]"):
+        net(torch.randn(2, 3, 64, 80), torch.randn(2, 1, 32, 40), torch.zeros(2, 2, 64, 80))
+    with pytest.raises(ValueError, match=r"image must be \[B, 3, H, W\]"):
+        net(torch.randn(3, 64, 80), coarse, torch.zeros(2, 2, 64, 80))
+
+
+def test_simulated_errors_and_clicks_follow_the_target() -> None:
+    rng = np.random.default_rng(0)
+    gt = _disk(96, 96, 48, 48, 30)
+    others = np.stack([_disk(96, 96, 48, 20, 14), _disk(96, 96, 80, 80, 20)])  # a part of it, a neighbour
+    ious, n_clicks = [], 0
+    for _ in range(40):
+        coarse = simulate_coarse(rng, gt, others)
+        assert coarse.shape == gt.shape and coarse.dtype == np.float32 and np.isfinite(coarse).all()
+        pred = coarse > 0
+        ious.append((pred & gt).sum() / max(1, (pred | gt).sum()))
+        coords, labels = simulate_clicks(rng, gt, coarse)
+        assert coords.shape == (len(labels), 2) and len(labels) >= 1
+        xs, ys = coords[:, 0].astype(int), coords[:, 1].astype(int)
+        on_gt = gt[ys, xs]
+        assert (on_gt == (labels == 1)).all(), "positive clicks lie on the object, negative ones off it"
+        n_clicks += len(labels)
+    assert 0.2 < np.mean(ious) < 0.98, "the coarse masks are damaged, not destroyed"
+    assert n_clicks > 40, "error clicks are added to the first click"
+
+
+def _pool() -> list[PoolImage]:
+    img = read_image(sample_image("chelsea"))[:96, :128].copy()
+    masks = np.stack([_disk(96, 128, 48, 64, 30), _disk(96, 128, 48, 40, 12), _disk(96, 128, 20, 110, 15)])
+    return [PoolImage(img, np.packbits(masks), 3)]
+
+
+def test_training_fits_examples_and_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    pool = _pool()
+    assert pool[0].masks().shape == (3, 96, 128)
+    batch = make_batch(np.random.default_rng(1), pool, 16, 64, 3)
+    image, coarse, clicks, target = batch
+    assert image.shape == (16, 3, 64, 64) and coarse.shape == (16, 1, 64, 64) == target.shape
+    assert clicks.shape == (16, 2, 64, 64)
+    cfg = ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1), click_radius=3)
+    before = float(refiner_loss(coarse.clamp(-8, 8), target))
+    net = train_refiner(pool, tmp_path, steps=200, batch=8, size=64, lr=3e-3, cfg=cfg, save_every=200, log_every=200)
+    with torch.no_grad():
+        after = float(refiner_loss(net(image, coarse, clicks), target))
+    assert after < 0.8 * before, f"training must lower the loss on its kind of examples: {before:.3f} → {after:.3f}"
+    back = load_refiner(tmp_path / "refiner.safetensors")
+    assert back.cfg == cfg
+    with torch.no_grad():
+        torch.testing.assert_close(back(image, coarse, clicks), net(image, coarse, clicks))
+    save_refiner(net, tmp_path / "again.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a file")
+    with pytest.raises(ValueError, match=r"bad\.safetensors: not a readable safetensors file"):
+        load_refiner(tmp_path / "bad.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a refiner file"):
+        load_refiner(tmp_path / "other.safetensors")
+
+
+@pytest.fixture()
+def refined_model(tmp_path: Path) -> SEEMModel:
+    torch.manual_seed(0)
+    model = SEEMModel(tiny_seem_config()).eval()
+    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1)))
+    with torch.no_grad():
+        net.head.bias.fill_(0.5)  # a refiner that changes every mask a little
+    model.set_refiner(net)
+    model.save_pretrained(tmp_path / "m")
+    return SEEMModel.from_pretrained(tmp_path / "m")
+
+
+def test_predictor_refines_the_selected_click_mask(refined_model: SEEMModel, one_torch_thread: None) -> None:
+    assert refined_model.refiner is not None and refined_model.config.refiner.enabled
+    seg = Segmenter(refined_model, progress=False, cache_dir=False)
+    seg.set_image(sample_image("chelsea"))
+    pts, labels = np.array([[172.0, 112.0], [40.0, 40.0]]), np.array([1, 0])
+    masks, scores, low = seg.predict(pts, labels, multimask_output=True, return_logits=True)
+    seg.refine_clicks = False
+    plain, plain_scores, plain_low = seg.predict(pts, labels, multimask_output=True, return_logits=True)
+    assert masks.shape == plain.shape and low.shape == plain_low.shape
+    np.testing.assert_array_equal(scores, plain_scores)
+    assert np.abs(masks[0] - plain[0]).mean() > 0.1, "the selected candidate goes through the refiner"
+    np.testing.assert_allclose(masks[1:], plain[1:], atol=1e-5)  # the alternatives do not
+    assert not np.allclose(low[0], plain_low[0]), "the memory of the next round is the refined mask"
+    seg.refine_clicks = True
+    [seg_obj] = seg.segment(PromptSet(points=Points(pts, labels)))
+    np.testing.assert_array_equal(seg_obj.mask, masks[0] > 0)
+    levels = seg.segment_levels(PromptSet(points=Points(pts, labels)))
+    seg.refine_clicks = False
+    assert [lv.mask.sum() for lv in levels] == [
+        lv.mask.sum() for lv in seg.segment_levels(PromptSet(points=Points(pts, labels)))
+    ], "granularity levels are the decoder's own"
+
+
+def test_set_refiner_rejects_other_modules() -> None:
+    model = SEEMModel(tiny_seem_config())
+    with pytest.raises(TypeError, match="ClickRefiner"):
+        model.set_refiner(torch.nn.Conv2d(1, 1, 1))  # type: ignore[arg-type]
+    model.set_refiner(None)
+    assert model.refiner is None and not model.config.refiner.enabled
+    with pytest.raises(RuntimeError, match="no click refiner"):
+        model.refine_clicks(torch.zeros(1, 3, 64, 64), torch.zeros(1, 16, 16), torch.zeros(1, 2), torch.ones(1))
+
+
+def test_rollouts_record_real_rounds_and_feed_batches(refined_model: SEEMModel, one_torch_thread: None) -> None:
+    pool = _pool()
+    rolls = collect_rollouts(refined_model, pool, objects=3, rounds=4, progress=False)
+    assert 3 <= len(rolls) <= 12
+    h4, w4 = -(-96 // 32) * 32 // 4, -(-128 // 32) * 32 // 4  # the padded canvas at stride 4
+    for ro in rolls:
+        assert ro.logits4.shape == (h4, w4) and ro.logits4.dtype == np.float16
+        assert len(ro.coords) == len(ro.labels) >= 1 and ro.labels[0] == 1
+        gt = pool[ro.image].masks()[ro.mask]
+        x, y = ro.coords[0].astype(int)
+        assert gt[y, x], "the first RITM click lies on the target"
+    assert max(len(ro.labels) for ro in rolls) >= 2, "later rounds add clicks"
+    image, coarse, clicks, target = make_batch(np.random.default_rng(0), pool, 6, 64, 3, rolls, real_frac=1.0)
+    assert image.shape == (6, 3, 64, 64) and coarse.shape == target.shape == (6, 1, 64, 64)
+    assert torch.isfinite(coarse).all() and clicks.sum() > 0
