@@ -1,6 +1,7 @@
 """Turn the run of ``configs/default_model.yaml`` into the shipped default model (``src/seem/weights/default``).
 
     python scripts/make_default_model.py [runs/default_model/final] [--out src/seem/weights/default]
+        [--refiner runs/refiner/refiner.safetensors]
 
 RUN may also be the output folder of ``scripts/device_train.sh`` (``config.json`` + ``model_part*.safetensors``: the
 weights split in files small enough to come back from a GPU machine); the parts are joined first.
@@ -51,6 +52,7 @@ def main() -> None:
     ap.add_argument("run", nargs="?", default="runs/default_model/final")
     ap.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
     ap.add_argument("--out", default=str(REPO / "src" / "seem" / "weights" / "default"))
+    ap.add_argument("--refiner", help="a click refiner to ship with it (refiner.safetensors of seem.train.refiner)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = SEEMModel.from_pretrained(_joined(Path(args.run)))
@@ -64,6 +66,10 @@ def main() -> None:
     with torch.no_grad():
         model.builtin_class_embeddings = {names: model.class_embeddings(list(names)).float()}
     model.builtin_text_state = model.text_state_hash()
+    if args.refiner:
+        from seem.train.refiner import load_refiner
+
+        model.set_refiner(load_refiner(args.refiner))
     out = model.save_pretrained(args.out)
     size = sum(p.stat().st_size for p in Path(args.out).iterdir()) / 2**20
     print(f"wrote {out} ({size:.1f} MiB): {len(names)} classes: {', '.join(names)}")

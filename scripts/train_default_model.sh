@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The default model in one command, from registry packages and ../shared/data (about 100 min on a 2-core CPU):
-#   scripts/train_default_model.sh [OUT_DIR]      then: python scripts/make_default_model.py OUT_DIR/final
+#   scripts/train_default_model.sh [OUT_DIR]      the model: OUT_DIR/model (copy it to src/seem/weights/default)
 # One run of configs/default_model.yaml (same schedule, optimizer state and data order throughout), continued from
 # its own checkpoints with other prompt settings, exactly as the shipped model was made:
 #   steps    1-250  up to 2 corrective click rounds per step (max_iter 3); granularity levels "matched" (the regions
@@ -23,3 +23,11 @@ seem train "${cfg[@]}" --set prompts.level_targets=ordered --set prompts.max_ite
   --resume-from "$out/checkpoints/step_0000500"
 seem train configs/default_model.yaml --set "output_dir=$out" --set prompts.level_targets=ordered \
   --set prompts.max_iter=8 --set prompts.fixed_queries=true --resume-from "$out/checkpoints/step_0000750"
+# The click refiner (seem.models.click_refiner; docs/training.md §6): simulated errors first, then half of each batch
+# from real rounds of the model (read as it ships: make_default_model.py sets its input size and rules) with that
+# refiner; then the model is made again with the refiner in it.
+python -m seem.train.refiner --data configs/default_model.yaml --out "$out/refiner_v1" --steps 5000
+python scripts/make_default_model.py "$out/final" --out "$out/model"
+python -m seem.train.refiner --data configs/default_model.yaml --out "$out/refiner_v2" \
+  --init "$out/refiner_v1/refiner.safetensors" --model "$out/model" --rollouts 400 --steps 1000 --lr 1e-3
+python scripts/make_default_model.py "$out/final" --out "$out/model" --refiner "$out/refiner_v2/refiner.safetensors"

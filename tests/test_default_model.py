@@ -141,9 +141,10 @@ def test_negative_click_rule_drop_region_on_grabcut(model: SEEMModel, one_torch_
     )
     official_model.load_state_dict(model.state_dict())
     ds, _ = open_dataset(require(DATA_DIR / "grabcut", "GrabCut"))
-    seg = Segmenter(model, progress=False, cache_dir=False)
+    seg = Segmenter(model, progress=False, cache_dir=False, refine_clicks=False)  # the rule alone
     rule = evaluate_interactive(adapt(seg), ds, max_clicks=3).miou_at_k[3]
-    own = evaluate_interactive(adapt(official_model.eval()), ds, max_clicks=3).miou_at_k[3]
+    own_seg = Segmenter(official_model.eval(), progress=False, cache_dir=False, refine_clicks=False)
+    own = evaluate_interactive(adapt(own_seg), ds, max_clicks=3).miou_at_k[3]
     assert rule >= own + 0.03, (rule, own)
     # the rule itself: a negative click on a separate region of the mask removes that region
     seg.set_image(sample_image("coffee"))
@@ -203,13 +204,15 @@ def test_bf16_precision_gives_the_fp32_masks(model: SEEMModel, one_torch_thread:
         a, b = outs
         assert b.low_res_logits is not None and b.low_res_logits.dtype == np.float32
         assert iou(a.mask, b.mask) >= 0.99 and a.label == b.label, (iou(a.mask, b.mask), a.label, b.label)
-    rounds = []
-    for seg in (fp32, bf16):
-        seg.set_image(sample_image("chelsea"))
-        session = InteractiveSession(seg)
-        session.click(*EYE)
-        rounds.append(session.click(EYE[0] + 60, EYE[1] + 40, positive=False).mask)
-    assert iou(*rounds) >= 0.99
+    for refine, least in ((False, 0.99), (True, 0.98)):  # measured: 0.996 and 0.984 (the refiner sharpens edges)
+        rounds = []
+        for seg in (fp32, bf16):
+            seg.refine_clicks = refine
+            seg.set_image(sample_image("chelsea"))
+            session = InteractiveSession(seg)
+            session.click(*EYE)
+            rounds.append(session.click(EYE[0] + 60, EYE[1] + 40, positive=False).mask)
+        assert iou(*rounds) >= least, (refine, iou(*rounds))
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         Segmenter(model, precision="fp16")  # type: ignore[arg-type]
 
@@ -225,7 +228,27 @@ def test_interactive_quality_on_grabcut(model: SEEMModel, one_torch_thread: None
     assert miou >= MIN_GRABCUT_MIOU5, f"GrabCut mIoU@5 {miou:.3f} fell below {MIN_GRABCUT_MIOU5} (MODELS.md)"
 
 
-MIN_GRABCUT_MIOU5 = 0.55  # measured 0.606 (MODELS.md); a regression guard
+MIN_GRABCUT_MIOU5 = 0.8  # measured 0.866 with the click refiner (MODELS.md); a regression guard
+
+
+def test_click_refiner_makes_corrective_clicks_count_on_grabcut(model: SEEMModel, one_torch_thread: None) -> None:
+    """The shipped click refiner (``seem.models.click_refiner``): over 10 RITM clicks on GrabCut (held out) the
+    masks follow the clicks much better with it than with the decoder alone (MODELS.md: mIoU@10 0.73 → 0.9)."""
+    from seem.eval.adapters import adapt
+    from seem.eval.datasets import open_dataset
+    from seem.eval.runner import evaluate_interactive
+
+    assert model.refiner is not None and model.config.refiner.enabled
+    ds, _ = open_dataset(require(DATA_DIR / "grabcut", "GrabCut"))
+    runs = {}
+    for refine in (True, False):
+        seg = Segmenter(model, progress=False, cache_dir=False, refine_clicks=refine)
+        runs[refine] = evaluate_interactive(adapt(seg), ds, max_clicks=10)
+    with_it, without = runs[True], runs[False]
+    assert with_it.miou_at_k[10] >= without.miou_at_k[10] + 0.08, (with_it.miou_at_k, without.miou_at_k)
+    assert with_it.noc[0.85].noc < without.noc[0.85].noc
+    # the first click loses a little on GrabCut (measured 0.604 → 0.572; DAVIS gains: 0.501 → 0.564)
+    assert with_it.miou_at_k[1] >= without.miou_at_k[1] - 0.05, (with_it.miou_at_k[1], without.miou_at_k[1])
 
 
 def test_seem_demo_cli(tmp_path) -> None:
