@@ -225,6 +225,10 @@ class Segmenter:
             image encoder stays float32: encoded in bfloat16, features moved a click's mask on a small object
             to IoU 0.84 with the float32 one (wrap ``set_image`` in ``torch.autocast`` yourself to trade that for
             faster encoding).
+        refine_clicks: models with a click refiner (``seem.models.click_refiner``; the default model): correct the
+            selected mask of every prompt that has points with it (masks at the input canvas resolution; the refined
+            mask is also the next round's ``low_res_logits`` / memory). Boxes, scribbles and granularity levels
+            (``segment_levels``) keep the decoder's masks. False: the decoder's masks only.
 
     Attribute ``reference_cache_size`` (default 2): how many encoded images are kept for reference-image prompts,
     the images passed to ``set_image`` included (so referring to the previous image, as video tracking does, costs
@@ -810,15 +814,15 @@ class Segmenter:
         g = self._require().geometry
         masks, logits = [], []
         for c in res.candidates:
+            lo: Tensor | None
             if c.canvas_logits is not None:
-                lg = crop_and_resize(c.canvas_logits[None].float(), g.resized_size, g.original_size, "bilinear", False)
-                m, lo = lg > 0, lg
-                lo_opt: Tensor | None = lo
+                lo = crop_and_resize(c.canvas_logits[None].float(), g.resized_size, g.original_size, "bilinear", False)
+                m = lo > 0
             else:
-                m, lo_opt = self._to_original(c.logits4[None], res.rule, want_logits)
+                m, lo = self._to_original(c.logits4[None], res.rule, want_logits)
             masks.append(self._clip(m, res.clip_box, False))
-            if want_logits and lo_opt is not None:
-                logits.append(self._clip(lo_opt, res.clip_box, CLIPPED_LOGIT))
+            if want_logits and lo is not None:
+                logits.append(self._clip(lo, res.clip_box, CLIPPED_LOGIT))
         return torch.cat(masks), torch.cat(logits) if want_logits else None
 
     def _clip(self, maps: Tensor, box: tuple[float, float, float, float] | None, fill: float | bool) -> Tensor:
