@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seem.io import read_image
-from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, click_maps
+from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, clean_regions, click_maps
 from seem.models.seem_model import SEEMModel
 from seem.predictor import Segmenter
 from seem.prompts import Points, PromptSet
@@ -173,3 +173,20 @@ def test_rollouts_record_real_rounds_and_feed_batches(refined_model: SEEMModel, 
     image, coarse, clicks, target = make_batch(np.random.default_rng(0), pool, 6, 64, 3, rolls, real_frac=1.0)
     assert image.shape == (6, 3, 64, 64) and coarse.shape == target.shape == (6, 1, 64, 64)
     assert torch.isfinite(coarse).all() and clicks.sum() > 0
+
+
+def test_clean_regions_removes_specks_and_fills_pinholes_but_keeps_clicked_islands() -> None:
+    logits = torch.full((60, 80), -3.0)
+    logits[10:50, 10:50] = 4.0  # the object (1600 px)
+    logits[30:32, 30:32] = -2.0  # a 4 px hole inside it
+    logits[5:7, 60:62] = 2.0  # a 4 px speck far away
+    logits[40:44, 65:69] = 2.0  # a 16 px island holding a positive click
+    logits[0:20, 0:3] = -1.0  # a notch open to the border is no hole
+    coords, labels = torch.tensor([[66.0, 41.0], [20.0, 20.0]]), torch.tensor([1, 1])
+    out = clean_regions(logits, coords, labels, min_frac=0.02)
+    assert out[31, 31] == 2.0 and out[6, 61] == -2.0, "hole filled, speck removed, magnitudes kept"
+    assert out[41, 66] > 0, "an island with a positive click stays"
+    assert (out[:, :3] == logits[:, :3]).all()
+    changed = (out > 0) != (logits > 0)
+    assert int(changed.sum()) == 8
+    torch.testing.assert_close(clean_regions(logits, coords, labels, 0.0), logits)  # 0: off

@@ -35,7 +35,7 @@ from seem.models.checkpoints.seem import (
     read_official_seem,
     variant_from_filename,
 )
-from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, click_maps
+from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, clean_regions, click_maps
 from seem.models.config import DecoderVariant, SEEMConfig, TextEncoderConfig, from_official_yaml
 from seem.models.pixel_decoders.fpn_transformer import TransformerEncoderPixelDecoder
 from seem.models.preprocess import normalize_and_pad
@@ -192,7 +192,8 @@ class SEEMModel(nn.Module):
             logits4: ``[C, Hp / 4, Wp / 4]`` stride-4 mask logits on that canvas (C masks of the same clicks).
             coords: ``[N, 2]`` clicks, (x, y) canvas pixels; ``labels [N]``: 1 positive, 0 negative.
 
-        Returns: logits ``[C, Hp, Wp]`` at canvas resolution.
+        Returns: logits ``[C, Hp, Wp]`` at canvas resolution, small islands and holes cleaned
+        (``ClickRefinerConfig.min_region``).
         """
         if self.refiner is None:
             raise RuntimeError("this model has no click refiner (config.refiner.enabled is false)")
@@ -209,7 +210,8 @@ class SEEMModel(nn.Module):
             coarse[win].contiguous(memory_format=cl),
             maps[None][win].expand(c, -1, -1, -1).contiguous(memory_format=cl),
         )
-        return out[:, 0]
+        frac = self.config.refiner.min_region
+        return torch.stack([clean_regions(o, coords, labels, frac) for o in out[:, 0]])
 
     def set_refiner(self, refiner: ClickRefiner | None) -> None:
         """Give the model a click refiner (trained apart, ``seem.train.refiner``) or remove it; the config follows,
