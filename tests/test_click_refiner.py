@@ -88,6 +88,7 @@ def test_training_fits_examples_and_round_trips(tmp_path: Path) -> None:
     torch.manual_seed(0)
     pool = _pool()
     assert pool[0].masks().shape == (3, 96, 128)
+    assert all((pool[0].mask(k) == pool[0].masks()[k]).all() for k in range(3))
     batch = make_batch(np.random.default_rng(1), pool, 16, 64, 3)
     image, coarse, clicks, target = batch
     assert image.shape == (16, 3, 64, 64) and coarse.shape == (16, 1, 64, 64) == target.shape

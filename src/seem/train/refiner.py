@@ -58,6 +58,13 @@ class PoolImage:
         h, w = self.image.shape[:2]
         return np.unpackbits(self.packed, count=self.count * h * w).reshape(self.count, h, w).astype(bool)
 
+    def mask(self, k: int) -> np.ndarray:
+        """Mask ``k`` alone, ``[H, W]`` bool (unpacks only its bytes)."""
+        h, w = self.image.shape[:2]
+        start, n = k * h * w, h * w
+        bits = np.unpackbits(self.packed[start // 8 : (start + n + 7) // 8 + 1])
+        return bits[start % 8 : start % 8 + n].reshape(h, w).astype(bool)
+
 
 def build_pool(
     samples: Sequence[object] | object,
@@ -273,7 +280,7 @@ def collect_rollouts(
             canvas = model.preprocess(x)[0]  # type: ignore[attr-defined]
             current = i
         k = r % item.count
-        gt = item.masks()[k]
+        gt = item.mask(k)
         h, w = gt.shape
         clicker = RITMClicker()
         pred = np.zeros_like(gt)
@@ -303,7 +310,7 @@ def _rollout_example(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A ``size``² crop (flip) of a recorded round → (image, target, coarse logits, coords, labels)."""
     item = pool[ro.image]
-    img, gt = item.image, item.masks()[ro.mask]
+    img, gt = item.image, item.mask(ro.mask)
     h, w = gt.shape
     lg = torch.from_numpy(ro.logits4.astype(np.float32))[None, None]
     coarse = F.interpolate(lg, scale_factor=4, mode="bilinear", align_corners=False)[0, 0, :h, :w].numpy()
