@@ -3,6 +3,7 @@ net's contract, the simulated errors and clicks, learning, saving, and how a mod
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from seem.prompts import Points, PromptSet
 from seem.samples import sample_image
 from seem.train.config import tiny_seem_config
 from seem.train.refiner import (
+    NO_PREV,
     PoolImage,
     collect_rollouts,
     load_refiner,
@@ -89,10 +91,15 @@ def test_training_fits_examples_and_round_trips(tmp_path: Path) -> None:
     pool = _pool()
     assert pool[0].masks().shape == (3, 96, 128)
     assert all((pool[0].mask(k) == pool[0].masks()[k]).all() for k in range(3))
-    batch = make_batch(np.random.default_rng(1), pool, 16, 64, 3)
-    image, coarse, clicks, target = batch
-    assert image.shape == (16, 3, 64, 64) and coarse.shape == (16, 1, 64, 64) == target.shape
+    batch = make_batch(np.random.default_rng(1), pool, 16, 64, 3, prev_mask=True)
+    image, coarse, clicks, target, prev = batch
+    assert image.shape == (16, 3, 64, 64) and coarse.shape == (16, 1, 64, 64) == target.shape == prev.shape
     assert clicks.shape == (16, 2, 64, 64)
+    none = (prev == NO_PREV).flatten(1).all(1)
+    assert 0 < int(none.sum()) < 16, "simulated examples: some without a previous mask, some with one"
+    assert ((prev[~none] > 0) == (coarse[~none] > 0)).float().mean() > 0.9, "... which follows the coarse mask"
+    plain = make_batch(np.random.default_rng(1), pool, 16, 64, 3)[4]
+    assert (plain == NO_PREV).all(), "without the previous-mask input no previous mask is simulated"
     cfg = ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1), click_radius=3)
     before = float(refiner_loss(coarse.clamp(-8, 8), target))
     net = train_refiner(pool, tmp_path, steps=200, batch=8, size=64, lr=3e-3, cfg=cfg, save_every=200, log_every=200)
@@ -171,9 +178,18 @@ def test_rollouts_record_real_rounds_and_feed_batches(refined_model: SEEMModel, 
         x, y = ro.coords[0].astype(int)
         assert gt[y, x], "the first RITM click lies on the target"
     assert max(len(ro.labels) for ro in rolls) >= 2, "later rounds add clicks"
-    image, coarse, clicks, target = make_batch(np.random.default_rng(0), pool, 6, 64, 3, rolls, real_frac=1.0)
-    assert image.shape == (6, 3, 64, 64) and coarse.shape == target.shape == (6, 1, 64, 64)
-    assert torch.isfinite(coarse).all() and clicks.sum() > 0
+    for a, b in itertools.pairwise(rolls):
+        if b.image == a.image and b.mask == a.mask and len(b.labels) == len(a.labels) + 1:
+            assert b.memory is not None and b.memory.shape == (h4, w4), "a later round records its memory prompt"
+        if len(b.labels) == 1:
+            assert b.memory is None, "round 1 has no memory"
+    picky = collect_rollouts(refined_model, pool, objects=3, rounds=4, progress=False, min_first_iou=1.01)
+    assert [len(ro.labels) for ro in picky] == [len(ro.labels) for ro in rolls if len(ro.labels) > 1], (
+        "min_first_iou leaves out first rounds that miss the target, and only them"
+    )
+    image, coarse, clicks, target, prev = make_batch(np.random.default_rng(0), pool, 6, 64, 3, rolls, real_frac=1.0)
+    assert image.shape == (6, 3, 64, 64) and coarse.shape == target.shape == prev.shape == (6, 1, 64, 64)
+    assert torch.isfinite(coarse).all() and clicks.sum() > 0 and torch.isfinite(prev).all()
 
 
 def test_clean_regions_removes_specks_and_fills_pinholes_but_keeps_clicked_islands() -> None:
@@ -191,3 +207,35 @@ def test_clean_regions_removes_specks_and_fills_pinholes_but_keeps_clicked_islan
     changed = (out > 0) != (logits > 0)
     assert int(changed.sum()) == 8
     torch.testing.assert_close(clean_regions(logits, coords, labels, 0.0), logits)  # 0: off
+    negative = clean_regions(logits, torch.tensor([[66.0, 41.0], [30.0, 30.0]]), torch.tensor([1, 0]), 0.02)
+    assert negative[31, 31] < 0 and negative[6, 61] < 0, "a hole made by a negative click stays open"
+
+
+def test_prev_mask_channel_starts_neutral_and_is_read(refined_model: SEEMModel) -> None:
+    torch.manual_seed(0)
+    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1))).eval()
+    with torch.no_grad():
+        net.head.weight.normal_(0, 0.5)  # a refiner whose correction depends on its inputs
+    image, coarse, clicks = torch.randn(2, 3, 48, 64), torch.randn(2, 1, 48, 64), torch.zeros(2, 2, 48, 64)
+    prev = torch.randn(2, 1, 48, 64) * 4
+    wide = net.with_prev_mask().eval()
+    assert wide.cfg.prev_mask and wide.down2[0].weight.shape[1] == 7
+    with torch.no_grad():
+        base = net(image, coarse, clicks)
+        torch.testing.assert_close(wide(image, coarse, clicks, prev), base)  # zero weights: the same refiner
+        torch.testing.assert_close(wide(image, coarse, clicks, None), base)
+        torch.testing.assert_close(net(image, coarse, clicks, prev), base)  # without the channel prev is unread
+        wide.down2[0].weight[:, 6].normal_()
+        assert not torch.allclose(wide(image, coarse, clicks, prev), wide(image, coarse, clicks, None))
+    with pytest.raises(ValueError, match="prev must be"):
+        wide(image, coarse, clicks, prev[:, :, :8])
+    with pytest.raises(ValueError, match="already reads"):
+        wide.with_prev_mask()
+    # the model passes the memory prompt to such a refiner; save / load keeps the channel
+    refined_model.set_refiner(wide)
+    canvas, logits4 = torch.randn(1, 3, 64, 96), torch.randn(1, 16, 24)
+    coords, labels = torch.tensor([[40.0, 30.0]]), torch.tensor([1])
+    with torch.no_grad():
+        a = refined_model.refine_clicks(canvas, logits4, coords, labels, None)
+        b = refined_model.refine_clicks(canvas, logits4, coords, labels, torch.randn(16, 24) * 4)
+    assert a.shape == b.shape == (1, 64, 96) and not torch.allclose(a, b)

@@ -568,7 +568,9 @@ class Segmenter:
             for i, p in enumerate(preps):
                 results[i] = self._run_one(p, mems[i], vocab, per[i], max_candidates)
         if refine:
-            results = [None if r is None else self._refined(r, p) for r, p in zip(results, preps, strict=True)]
+            results = [
+                None if r is None else self._refined(r, p, m) for r, p, m in zip(results, preps, mems, strict=True)
+            ]
         return [r for r in results if r is not None], vocab
 
     def _run_one(
@@ -679,10 +681,11 @@ class Segmenter:
                 c.logits4 = c.logits4.masked_fill(gone, CLIPPED_LOGIT)
         return res
 
-    def _refined(self, res: _ObjectResult, p: _Prepared) -> _ObjectResult:
-        """The selected candidate of a click prompt corrected by the model's click refiner: its ``canvas_logits``
-        set and its ``logits4`` (the next round's memory) replaced by their stride-4 average. Unchanged: models
-        without a refiner, ``refine_clicks=False``, prompts without points, fitted boxes."""
+    def _refined(self, res: _ObjectResult, p: _Prepared, memory: Tensor | None) -> _ObjectResult:
+        """The selected candidate of a click prompt corrected by the model's click refiner (which may also read
+        ``memory``, the previous round's mask): its ``canvas_logits`` set and its ``logits4`` (the next round's
+        memory) replaced by their stride-4 average. Unchanged: models without a refiner, ``refine_clicks=False``,
+        prompts without points, fitted boxes."""
         st = self._require()
         pts = p.prompts.points
         if not self.refine_clicks or st.canvas is None or pts is None or p.kind != "visual" or res.clip_box:
@@ -690,7 +693,7 @@ class Segmenter:
         c = res.candidates[0]
         coords = torch.from_numpy(st.geometry.canvas_pixels(pts.coords)).to(self.device)
         labels = torch.from_numpy(np.asarray(pts.labels, dtype=np.int64)).to(self.device)
-        out = self.model.refine_clicks(st.canvas, c.logits4[None], coords, labels)[0]
+        out = self.model.refine_clicks(st.canvas, c.logits4[None], coords, labels, memory)[0]
         c.canvas_logits = out
         c.logits4 = F.avg_pool2d(out[None, None], 4)[0, 0].to(c.logits4.dtype)
         return res

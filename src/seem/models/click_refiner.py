@@ -10,7 +10,10 @@ Inputs, all on the model's padded input canvas ``[H, W]`` (``ImageGeometry.padde
 
 - ``image [B, 3, H, W]``: normalised with the model's pixel mean / std (the tensor ``normalize_and_pad`` gives);
 - ``coarse [B, 1, H, W]``: mask logits (the decoder's stride-4 logits upsampled bilinearly);
-- ``clicks [B, 2, H, W]``: positive / negative click disks (``click_maps``), 1 inside a disk, else 0.
+- ``clicks [B, 2, H, W]``: positive / negative click disks (``click_maps``), 1 inside a disk, else 0;
+- ``prev [B, 1, H, W]`` (only with ``ClickRefinerConfig.prev_mask``): the previous round's mask logits (the memory
+  prompt the decoder got, upsampled bilinearly), or None in the first round (read as an empty mask). The decoder
+  reads that mask at stride 4 only and may undo earlier corrections; with it the refiner can keep them.
 
 Output: logits ``[B, 1, H, W]`` = ``clamp(coarse, ±coarse_clamp)`` + a learned correction (predicted at stride 2,
 upsampled bilinearly).
@@ -18,6 +21,7 @@ upsampled bilinearly).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -40,9 +44,12 @@ class ClickRefinerConfig:
     coarse_clamp: float = 8.0
     """The coarse logits are clamped to ±this before the correction is added."""
     min_region: float = 0.02
-    """After refinement, islands of the mask that hold no positive click and holes inside it, smaller than this
-    fraction of the mask's area, are removed / filled (``clean_regions``): the net works pixel by pixel and leaves
-    speckles on textured objects. 0 turns it off."""
+    """After refinement, islands of the mask that hold no positive click and holes inside it that hold no negative
+    click, smaller than this fraction of the mask's area, are removed / filled (``clean_regions``): the net works
+    pixel by pixel and leaves speckles on textured objects. 0 turns it off."""
+    prev_mask: bool = False
+    """Read the previous round's mask as a 7th input channel (``ClickRefiner.with_prev_mask`` adds it to a
+    refiner trained without it, as a zero-weight channel)."""
 
 
 def click_maps(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: int) -> Tensor:
@@ -70,8 +77,8 @@ def click_maps(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: in
 def clean_regions(logits: Tensor, coords: Tensor, labels: Tensor, min_frac: float) -> Tensor:
     """``logits [H, W]`` with small regions flipped: 8-connected islands of ``logits > 0`` smaller than ``min_frac`` ×
     the mask area that hold no positive click (``coords [N, 2]`` (x, y) pixels, ``labels [N]``) become background,
-    4-connected holes (background regions not touching the border) smaller than that become foreground. Flipping
-    negates the logits, so their magnitudes are kept."""
+    4-connected holes (background regions not touching the border) smaller than that which hold no negative click
+    become foreground. Flipping negates the logits, so their magnitudes are kept."""
     import numpy as np
     from scipy import ndimage
 
@@ -86,7 +93,9 @@ def clean_regions(logits: Tensor, coords: Tensor, labels: Tensor, min_frac: floa
     keep = sizes >= limit
     keep[0] = False
     xy = coords.long().cpu().numpy().reshape(-1, 2)
-    pos = xy[(labels.cpu().numpy() == 1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)]
+    lab = labels.cpu().numpy()
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    pos, neg = xy[(lab == 1) & inside], xy[(lab == 0) & inside]
     keep[islands[pos[:, 1], pos[:, 0]]] = True
     keep[0] = False
     kept = keep[islands]
@@ -95,6 +104,7 @@ def clean_regions(logits: Tensor, coords: Tensor, labels: Tensor, min_frac: floa
     fill = hsizes < limit
     fill[0] = False
     fill[np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))] = False
+    fill[holes[neg[:, 1], neg[:, 0]]] = False
     new = kept | fill[holes]
     flip = torch.from_numpy(new != fg).to(logits.device)
     return torch.where(flip, -logits, logits)
@@ -140,7 +150,7 @@ class _InvertedResidual(nn.Module):
 class ClickRefiner(nn.Module):
     """A U-shaped net over (image, coarse mask, click maps) → corrected mask logits (see the module docstring)."""
 
-    IN_CHANNELS = 6  # RGB + coarse probability + positive / negative clicks
+    IN_CHANNELS = 6  # RGB + coarse probability + positive / negative clicks (+ previous mask: ``prev_mask``)
 
     def __init__(self, cfg: ClickRefinerConfig) -> None:
         super().__init__()
@@ -148,7 +158,7 @@ class ClickRefiner(nn.Module):
         c2, c4, c8 = cfg.widths
         n4, n8 = cfg.blocks
         dil = (1, 2, 4, 8)
-        self.down2 = _conv_bn(self.IN_CHANNELS, c2, 2)
+        self.down2 = _conv_bn(self.IN_CHANNELS + int(cfg.prev_mask), c2, 2)
         self.down4 = _conv_bn(c2, c4, 2)
         self.blocks4 = nn.Sequential(*[_InvertedResidual(c4, cfg.expand, dil[i % 4]) for i in range(n4)])
         self.down8 = _conv_bn(c4, c8, 2)
@@ -159,8 +169,9 @@ class ClickRefiner(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(_need_bias(self.head))
 
-    def forward(self, image: Tensor, coarse: Tensor, clicks: Tensor) -> Tensor:
-        """``image [B, 3, H, W]``, ``coarse [B, 1, H, W]`` logits, ``clicks [B, 2, H, W]`` → logits ``[B, 1, H, W]``
+    def forward(self, image: Tensor, coarse: Tensor, clicks: Tensor, prev: Tensor | None = None) -> Tensor:
+        """``image [B, 3, H, W]``, ``coarse [B, 1, H, W]`` logits, ``clicks [B, 2, H, W]``, ``prev [B, 1, H, W]``
+        logits or None (read only with ``cfg.prev_mask``; None = no previous mask) → logits ``[B, 1, H, W]``
         (``H``, ``W`` any size; multiples of 8 avoid resampling inside)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be [B, 3, H, W], got {tuple(image.shape)}")
@@ -171,13 +182,33 @@ class ClickRefiner(nn.Module):
                 f"{tuple(clicks.shape)}"
             )
         base = coarse.clamp(-self.cfg.coarse_clamp, self.cfg.coarse_clamp)
-        x = torch.cat([image, torch.sigmoid(base), clicks], dim=1)
+        parts = [image, torch.sigmoid(base), clicks]
+        if self.cfg.prev_mask:
+            if prev is None:
+                parts.append(torch.zeros_like(coarse))
+            elif tuple(prev.shape) != (b, 1, h, w):
+                raise ValueError(f"prev must be [{b}, 1, {h}, {w}], got {tuple(prev.shape)}")
+            else:
+                parts.append(torch.sigmoid(prev.to(coarse.dtype)))
+        x = torch.cat(parts, dim=1)
         f2 = self.down2(x)
         f4 = self.blocks4(self.down4(f2))
         f8 = self.blocks8(self.down8(f4))
         y = self.up4(torch.cat([_resize(f8, f4), f4], 1))
         y = self.up2(torch.cat([_resize(y, f2), f2], 1))
         return base + _resize(self.head(y), x)
+
+    def with_prev_mask(self) -> ClickRefiner:
+        """A copy that also reads the previous mask (``prev_mask``), with that channel's weights zero: it gives the
+        same output as this refiner until trained further (``seem train-refiner --init ... --prev-mask``)."""
+        if self.cfg.prev_mask:
+            raise ValueError("this refiner already reads the previous mask")
+        new = ClickRefiner(dataclasses.replace(self.cfg, prev_mask=True))
+        sd = dict(self.state_dict())
+        w = sd["down2.0.weight"]
+        sd["down2.0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 1, *w.shape[2:])], dim=1)
+        new.load_state_dict(sd, strict=True)
+        return new.train(self.training)
 
 
 def _need_bias(conv: nn.Conv2d) -> Tensor:

@@ -184,13 +184,17 @@ class SEEMModel(nn.Module):
             self.prepare_decoder(feats)
         return feats
 
-    def refine_clicks(self, image: Tensor, logits4: Tensor, coords: Tensor, labels: Tensor) -> Tensor:
+    def refine_clicks(
+        self, image: Tensor, logits4: Tensor, coords: Tensor, labels: Tensor, prev4: Tensor | None = None
+    ) -> Tensor:
         """Correct masks where clicked, with the click refiner (raises ``RuntimeError`` if the model has none).
 
         Args:
             image: ``[1, 3, Hp, Wp]`` the normalised, padded input canvas (``preprocess(image)[0]``).
             logits4: ``[C, Hp / 4, Wp / 4]`` stride-4 mask logits on that canvas (C masks of the same clicks).
             coords: ``[N, 2]`` clicks, (x, y) canvas pixels; ``labels [N]``: 1 positive, 0 negative.
+            prev4: ``[H4, W4]`` or ``[1, H4, W4]`` stride-4 logits of the previous round's mask (the memory prompt the
+                decoder got) or None; read only by a refiner with ``prev_mask``.
 
         Returns: logits ``[C, Hp, Wp]`` at canvas resolution, small islands and holes cleaned
         (``ClickRefinerConfig.min_region``).
@@ -201,7 +205,12 @@ class SEEMModel(nn.Module):
         coarse = F.interpolate(logits4[:, None].float(), size=(hp, wp), mode="bilinear", align_corners=False)
         maps = click_maps(coords, labels, (hp, wp), self.config.refiner.click_radius).to(coarse)
         c = coarse.shape[0]
-        y0, y1, x0, x1 = _refine_window(coarse > 0, coords, (hp, wp))
+        prev = None
+        if prev4 is not None and self.config.refiner.prev_mask:
+            p4 = prev4.reshape(1, 1, *prev4.shape[-2:]).float()
+            prev = F.interpolate(p4, size=(hp, wp), mode="bilinear", align_corners=False).expand(c, -1, -1, -1)
+        fg = coarse > 0 if prev is None else (coarse > 0) | (prev > 0)
+        y0, y1, x0, x1 = _refine_window(fg, coords, (hp, wp))
         out = coarse.clamp(-self.config.refiner.coarse_clamp, self.config.refiner.coarse_clamp)
         win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
         cl = torch.channels_last
@@ -209,6 +218,7 @@ class SEEMModel(nn.Module):
             image[win].expand(c, -1, -1, -1).to(coarse).contiguous(memory_format=cl),
             coarse[win].contiguous(memory_format=cl),
             maps[None][win].expand(c, -1, -1, -1).contiguous(memory_format=cl),
+            None if prev is None else prev[win].contiguous(memory_format=cl),
         )
         frac = self.config.refiner.min_region
         return torch.stack([clean_regions(o, coords, labels, frac) for o in out[:, 0]])

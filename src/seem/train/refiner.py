@@ -238,13 +238,15 @@ def _crop(rng: np.random.Generator, item: PoolImage, size: int) -> tuple[np.ndar
 class Rollout:
     """One round of a real interaction on a pool image (``collect_rollouts``): the decoder's stride-4 logits
     ``logits4 [H4, W4]`` (float16, padded canvas) for the clicks so far, ``coords [N, 2]`` (x, y) pixels of the pool
-    image and ``labels [N]``, for the target ``pool[image].masks()[mask]``."""
+    image and ``labels [N]``, for the target ``pool[image].masks()[mask]``; ``memory [H4, W4]`` (float16): the
+    previous round's refined mask at stride 4 that the decoder got as its memory prompt (None in round 1)."""
 
     image: int
     mask: int
     logits4: np.ndarray
     coords: np.ndarray
     labels: np.ndarray
+    memory: np.ndarray | None = None
 
 
 def collect_rollouts(
@@ -254,12 +256,18 @@ def collect_rollouts(
     rounds: int = 8,
     seed: int = 0,
     progress: bool = True,
+    min_first_iou: float = 0.0,
 ) -> list[Rollout]:
     """Run the RITM click protocol with ``model`` (a ``SEEMModel`` with a click refiner) on ``objects`` random pool
     masks for ``rounds`` clicks each: every round records the decoder's own mask (before the refiner) and the
     clicks, and the next click goes where the *refined* mask is wrong — the errors the refiner meets in use.
     Pool images are read at their own scale (``build_pool``'s short side, the model's input scale for the
-    default model)."""
+    default model).
+
+    ``min_first_iou``: first rounds whose decoder mask has a lower IoU with the target are not recorded (the
+    interaction goes on). One click does not say which region is meant; the decoder picks the level (its coarsest
+    for a click, ``segment_levels`` for the others) and the refiner, trained on such rounds, learns to switch to
+    the pool's (often finer) targets instead of correcting the decoder's mask."""
     from tqdm import tqdm
 
     from seem.eval.clickers import RITMClicker
@@ -295,37 +303,72 @@ def collect_rollouts(
             labels.append(int(click.is_positive))
             c, lab = np.array(coords, np.float32), np.array(labels, np.int64)
             _, _, low = seg.predict(c, lab, mask_input=memory, multimask_output=False)
-            out.append(Rollout(i, k, low[0].astype(np.float16), c, lab))
+            mem16 = None if memory is None else memory[0].astype(np.float16)
+            if len(lab) > 1 or min_first_iou <= 0 or _iou(_upsample4(low[0], h, w) > 0, gt) >= min_first_iou:
+                out.append(Rollout(i, k, low[0].astype(np.float16), c, lab, mem16))
             with torch.no_grad():
                 refined = model.refine_clicks(  # type: ignore[attr-defined]
-                    canvas, torch.from_numpy(low), torch.from_numpy(c), torch.from_numpy(lab)
+                    canvas,
+                    torch.from_numpy(low),
+                    torch.from_numpy(c),
+                    torch.from_numpy(lab),
+                    None if memory is None else torch.from_numpy(memory),
                 )
             pred = (refined[0, :h, :w] > 0).numpy()
             memory = F.avg_pool2d(refined[:, None], 4)[:, 0].numpy()
     return out
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of bool masks ``a``, ``b [H, W]`` (1 when both are empty)."""
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 1.0
+
+
+NO_PREV = -1e4
+"""Previous-mask logits that stand for "no previous mask" in a batch (sigmoid 0, as the refiner reads None)."""
+
+
+def _upsample4(logits4: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Stride-4 canvas logits ``[H4, W4]`` → ``[h, w]`` (bilinear ×4, as ``SEEMModel.refine_clicks`` reads them)."""
+    lg = torch.from_numpy(logits4.astype(np.float32))[None, None]
+    return F.interpolate(lg, scale_factor=4, mode="bilinear", align_corners=False)[0, 0, :h, :w].numpy()
+
+
+def _simulated_prev(rng: np.random.Generator, coarse: np.ndarray) -> np.ndarray:
+    """A previous mask for a simulated example: none (first round) or the coarse mask at stride 4 (the decoder's
+    output follows its memory prompt), half each."""
+    if rng.random() < 0.5:
+        return np.full_like(coarse, NO_PREV)
+    h, w = coarse.shape
+    t = torch.from_numpy(np.ascontiguousarray(coarse))[None, None]
+    t = F.avg_pool2d(F.pad(t, (0, -w % 4, 0, -h % 4), value=-8.0), 4)
+    return _upsample4(t[0, 0].numpy(), h, w)
+
+
 def _rollout_example(
     rng: np.random.Generator, pool: Sequence[PoolImage], ro: Rollout, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A ``size``² crop (flip) of a recorded round → (image, target, coarse logits, coords, labels)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A ``size``² crop (flip) of a recorded round → (image, target, coarse logits, previous-mask logits, coords,
+    labels)."""
     item = pool[ro.image]
     img, gt = item.image, item.mask(ro.mask)
     h, w = gt.shape
-    lg = torch.from_numpy(ro.logits4.astype(np.float32))[None, None]
-    coarse = F.interpolate(lg, scale_factor=4, mode="bilinear", align_corners=False)[0, 0, :h, :w].numpy()
+    coarse = _upsample4(ro.logits4, h, w)
+    prev = np.full_like(coarse, NO_PREV) if ro.memory is None else _upsample4(ro.memory, h, w)
     ys, xs = np.nonzero(gt | (coarse > 0))
     cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
     top = int(np.clip(cy - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, h - size)))
     left = int(np.clip(cx - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, w - size)))
     crop = (slice(top, top + size), slice(left, left + size))
-    img, gt, coarse = img[crop], gt[crop], coarse[crop]
+    img, gt, coarse, prev = img[crop], gt[crop], coarse[crop], prev[crop]
     ph, pw = size - gt.shape[0], size - gt.shape[1]
     img, gt = np.pad(img, ((0, ph), (0, pw), (0, 0))), np.pad(gt, ((0, ph), (0, pw)))
     coarse = np.pad(coarse, ((0, ph), (0, pw)), constant_values=-8.0)
+    prev = np.pad(prev, ((0, ph), (0, pw)), constant_values=-8.0 if ro.memory is not None else NO_PREV)
     coords = ro.coords - np.array([left, top], np.float32)
     if rng.random() < 0.5:
-        img, gt, coarse = img[:, ::-1], gt[:, ::-1], coarse[:, ::-1]
+        img, gt, coarse, prev = img[:, ::-1], gt[:, ::-1], coarse[:, ::-1], prev[:, ::-1]
         coords = coords.copy()
         coords[:, 0] = size - 1 - coords[:, 0]
     inside = (coords[:, 0] >= 0) & (coords[:, 0] < size) & (coords[:, 1] >= 0) & (coords[:, 1] < size)
@@ -333,6 +376,7 @@ def _rollout_example(
         np.ascontiguousarray(img),
         np.ascontiguousarray(gt),
         np.ascontiguousarray(coarse, dtype=np.float32),
+        np.ascontiguousarray(prev, dtype=np.float32),
         coords[inside],
         ro.labels[inside],
     )
@@ -346,18 +390,22 @@ def make_batch(
     radius: int,
     rollouts: Sequence[Rollout] = (),
     real_frac: float = 0.5,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(image [B, 3, S, S] normalised, coarse [B, 1, S, S], clicks [B, 2, S, S], target [B, 1, S, S])``: a
-    ``real_frac`` share from recorded ``rollouts`` (if any), the rest simulated."""
+    prev_mask: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(image [B, 3, S, S] normalised, coarse [B, 1, S, S], clicks [B, 2, S, S], target [B, 1, S, S], prev
+    [B, 1, S, S])``: a ``real_frac`` share from recorded ``rollouts`` (if any), the rest simulated. ``coarse`` and
+    ``prev`` are logits (``prev = NO_PREV`` where there is no previous mask; simulated examples get one only with
+    ``prev_mask``, which leaves the random draws of a refiner without that input as they were)."""
     mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(PIXEL_STD).view(3, 1, 1)
     ims: list[Tensor] = []
     coarses: list[Tensor] = []
     clicks: list[Tensor] = []
     targets: list[Tensor] = []
+    prevs: list[Tensor] = []
     while len(ims) < batch:
         if rollouts and rng.random() < real_frac:
-            img, gt, coarse, coords, labels = _rollout_example(
+            img, gt, coarse, prev, coords, labels = _rollout_example(
                 rng, pool, rollouts[int(rng.integers(len(rollouts)))], size
             )
         else:
@@ -369,11 +417,13 @@ def make_batch(
             others = np.delete(masks, k, axis=0)
             coarse = simulate_coarse(rng, gt, others)
             coords, labels = simulate_clicks(rng, gt, coarse)
+            prev = _simulated_prev(rng, coarse) if prev_mask else np.full_like(coarse, NO_PREV)
         ims.append((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)
         coarses.append(torch.from_numpy(coarse)[None])
         clicks.append(click_maps(torch.from_numpy(coords), torch.from_numpy(labels), (size, size), radius))
         targets.append(torch.from_numpy(gt.astype(np.float32))[None])
-    return torch.stack(ims), torch.stack(coarses), torch.stack(clicks), torch.stack(targets)
+        prevs.append(torch.from_numpy(prev)[None])
+    return torch.stack(ims), torch.stack(coarses), torch.stack(clicks), torch.stack(targets), torch.stack(prevs)
 
 
 def refiner_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -450,9 +500,11 @@ def train_refiner(
     t0, run = time.time(), 0.0
     log = (out / "log.jsonl").open("a")
     for step in range(1, steps + 1):
-        image, coarse, clicks, target = make_batch(rng, pool, batch, size, model.cfg.click_radius, rollouts, real_frac)
+        image, coarse, clicks, target, prev = make_batch(
+            rng, pool, batch, size, model.cfg.click_radius, rollouts, real_frac, model.cfg.prev_mask
+        )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(image, coarse, clicks)
+            logits = model(image, coarse, clicks, prev)
         loss = refiner_loss(logits.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -492,6 +544,17 @@ def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", default=None, help="the model of --rollouts (default: the shipped default model)")
     p.add_argument("--real-frac", type=float, default=0.5, help="share of batch examples from the rollouts")
+    p.add_argument(
+        "--min-first-iou",
+        type=float,
+        default=0.0,
+        help="leave out first rounds whose decoder mask has a lower IoU with the target (another granularity)",
+    )
+    p.add_argument(
+        "--prev-mask",
+        action="store_true",
+        help="the refiner also reads the previous round's mask (added to an --init refiner as a zero-weight channel)",
+    )
 
 
 def run_refiner(args: argparse.Namespace) -> int:
@@ -521,7 +584,7 @@ def run_refiner(args: argparse.Namespace) -> int:
             print(f"seem train-refiner: --model {args.model}: not a SEEM-family model", file=sys.stderr)
             return 2
         model.set_refiner(init)
-        rollouts = collect_rollouts(model, pool, args.rollouts, seed=args.seed)
+        rollouts = collect_rollouts(model, pool, args.rollouts, seed=args.seed, min_first_iou=args.min_first_iou)
         print(f"rollouts: {len(rollouts)} rounds", flush=True)
     train_refiner(
         pool,
@@ -533,11 +596,19 @@ def run_refiner(args: argparse.Namespace) -> int:
         seed=args.seed,
         save_every=args.save_every,
         bf16=not args.fp32,
-        init=None if init is None else load_refiner(args.init).train(),
+        init=None if init is None else _trainable(load_refiner(args.init), args.prev_mask),
+        cfg=ClickRefinerConfig(enabled=True, prev_mask=args.prev_mask),
         rollouts=rollouts,
         real_frac=args.real_frac,
     )
     return 0
+
+
+def _trainable(refiner: ClickRefiner, prev_mask: bool) -> ClickRefiner:
+    """``refiner`` in training mode, given the previous-mask channel if ``prev_mask`` asks for it."""
+    if prev_mask and not refiner.cfg.prev_mask:
+        refiner = refiner.with_prev_mask()
+    return refiner.train()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
