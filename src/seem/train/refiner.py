@@ -271,6 +271,7 @@ def collect_rollouts(
     from tqdm import tqdm
 
     from seem.eval.clickers import RITMClicker
+    from seem.eval.metrics import mask_iou
     from seem.predictor import Segmenter
 
     short = min(pool[0].image.shape[:2])  # the pool's scale: images go in unresized, so clicks stay in pool pixels
@@ -304,7 +305,8 @@ def collect_rollouts(
             c, lab = np.array(coords, np.float32), np.array(labels, np.int64)
             _, _, low = seg.predict(c, lab, mask_input=memory, multimask_output=False)
             mem16 = None if memory is None else memory[0].astype(np.float16)
-            if len(lab) > 1 or min_first_iou <= 0 or _iou(_upsample4(low[0], h, w) > 0, gt) >= min_first_iou:
+            record = len(lab) > 1 or min_first_iou <= 0
+            if record or mask_iou(gt, _upsample4(low[0], h, w) > 0, empty=1.0) >= min_first_iou:
                 out.append(Rollout(i, k, low[0].astype(np.float16), c, lab, mem16))
             with torch.no_grad():
                 refined = model.refine_clicks(  # type: ignore[attr-defined]
@@ -317,12 +319,6 @@ def collect_rollouts(
             pred = (refined[0, :h, :w] > 0).numpy()
             memory = F.avg_pool2d(refined[:, None], 4)[:, 0].numpy()
     return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of bool masks ``a``, ``b [H, W]`` (1 when both are empty)."""
-    union = int((a | b).sum())
-    return int((a & b).sum()) / union if union else 1.0
 
 
 NO_PREV = -1e4
