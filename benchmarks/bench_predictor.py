@@ -142,7 +142,9 @@ def measure(
             def refine(i: int) -> object:
                 uv = torch.from_numpy(g.canvas_pixels(np.array([pos[i % len(pos)]], np.float64)))
                 with torch.no_grad():
-                    return seg.model.refine_clicks(canvas, logits4[0:1], uv, torch.ones(1, dtype=torch.long))
+                    return seg.model.refine_clicks(
+                        canvas, logits4[0:1], uv, torch.ones(1, dtype=torch.long), None, seg.features.mask_features
+                    )
 
             rows["  click refiner"] = timed(refine, n_clicks)
         cls = out.final.spatial.class_logits

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from seem.io import read_image
-from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, clean_regions, click_maps
+from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, clean_regions, click_maps, prototype_maps
 from seem.models.seem_model import SEEMModel
 from seem.predictor import Segmenter
 from seem.prompts import Points, PromptSet
@@ -92,7 +92,8 @@ def test_training_fits_examples_and_round_trips(tmp_path: Path) -> None:
     assert pool[0].masks().shape == (3, 96, 128)
     assert all((pool[0].mask(k) == pool[0].masks()[k]).all() for k in range(3))
     batch = make_batch(np.random.default_rng(1), pool, 16, 64, 3, prev_mask=True)
-    image, coarse, clicks, target, prev = batch
+    image, coarse, clicks, target, prev, feats = batch
+    assert feats is None, "no features asked for"
     assert image.shape == (16, 3, 64, 64) and coarse.shape == (16, 1, 64, 64) == target.shape == prev.shape
     assert clicks.shape == (16, 2, 64, 64)
     none = (prev == NO_PREV).flatten(1).all(1)
@@ -187,7 +188,7 @@ def test_rollouts_record_real_rounds_and_feed_batches(refined_model: SEEMModel, 
     assert [len(ro.labels) for ro in picky] == [len(ro.labels) for ro in rolls if len(ro.labels) > 1], (
         "min_first_iou leaves out first rounds that miss the target, and only them"
     )
-    image, coarse, clicks, target, prev = make_batch(np.random.default_rng(0), pool, 6, 64, 3, rolls, real_frac=1.0)
+    image, coarse, clicks, target, prev, _ = make_batch(np.random.default_rng(0), pool, 6, 64, 3, rolls, real_frac=1.0)
     assert image.shape == (6, 3, 64, 64) and coarse.shape == target.shape == prev.shape == (6, 1, 64, 64)
     assert torch.isfinite(coarse).all() and clicks.sum() > 0 and torch.isfinite(prev).all()
 
@@ -239,3 +240,79 @@ def test_prev_mask_channel_starts_neutral_and_is_read(refined_model: SEEMModel) 
         a = refined_model.refine_clicks(canvas, logits4, coords, labels, None)
         b = refined_model.refine_clicks(canvas, logits4, coords, labels, torch.randn(16, 24) * 4)
     assert a.shape == b.shape == (1, 64, 96) and not torch.allclose(a, b)
+
+
+def test_prototype_maps_compare_every_position_to_the_clicked_features() -> None:
+    feats = torch.zeros(1, 4, 6, 8)
+    feats[0, 0, :, :4] = 2.0  # left half: feature e0, right half: e1
+    feats[0, 1, :, 4:] = 3.0
+    clicks = torch.zeros(1, 2, 48, 64)
+    clicks[0, 0, 20:26, 8:14] = 1  # a positive click on the left half, no negative click
+    coarse = torch.zeros(1, 1, 48, 64)
+    coarse[0, 0, :, 32:] = 1.0  # the coarse mask covers the right half
+    sims = prototype_maps(feats, clicks, coarse)
+    assert sims.shape == (1, 3, 6, 8)
+    torch.testing.assert_close(sims[0, 0, :, :4], torch.ones(6, 4))
+    torch.testing.assert_close(sims[0, 0, :, 4:], torch.zeros(6, 4))
+    torch.testing.assert_close(sims[0, 1], torch.zeros(6, 8)), "no negative click: no similarity"
+    torch.testing.assert_close(sims[0, 2, :, 4:], torch.ones(6, 4))
+
+
+def test_feature_input_starts_neutral_is_read_and_is_required(refined_model: SEEMModel) -> None:
+    torch.manual_seed(0)
+    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1))).eval()
+    with torch.no_grad():
+        net.head.weight.normal_(0, 0.5)
+    image, coarse, clicks = torch.randn(2, 3, 48, 64), torch.randn(2, 1, 48, 64), torch.zeros(2, 2, 48, 64)
+    clicks[:, 0, 10:14, 10:14] = 1
+    d = refined_model.config.pixel_decoder.mask_dim
+    feats = torch.randn(2, d, 6, 8)
+    wide = net.with_features(d).eval()
+    assert wide.cfg.feature_dim == d and wide.feat_in is not None
+    with torch.no_grad():
+        base = net(image, coarse, clicks)
+        torch.testing.assert_close(wide(image, coarse, clicks, None, feats), base)  # zero weights: the same refiner
+        wide.feat_in.weight.normal_()
+        assert not torch.allclose(wide(image, coarse, clicks, None, feats), base)
+    with pytest.raises(ValueError, match="feats must be"):
+        wide(image, coarse, clicks)
+    with pytest.raises(ValueError, match="already reads"):
+        wide.with_features(d)
+    with pytest.raises(ValueError, match=f"reads {d + 1}-channel model features, this model's have {d}"):
+        refined_model.set_refiner(net.with_features(d + 1))
+    # the model pools its mask features for it; the predictor passes them; save / load keeps the input
+    refined_model.set_refiner(wide)
+    canvas, logits4 = torch.randn(1, 3, 64, 96), torch.randn(1, 16, 24)
+    coords, labels = torch.tensor([[40.0, 30.0]]), torch.tensor([1])
+    with pytest.raises(ValueError, match="mask features"):
+        refined_model.refine_clicks(canvas, logits4, coords, labels)
+    with torch.no_grad():
+        a = refined_model.refine_clicks(canvas, logits4, coords, labels, None, torch.randn(1, d, 16, 24))
+        b = refined_model.refine_clicks(canvas, logits4, coords, labels, None, torch.randn(1, d, 16, 24))
+    assert a.shape == (1, 64, 96) and not torch.allclose(a, b), "the features change the refined mask"
+    seg = Segmenter(refined_model, progress=False, cache_dir=False)
+    seg.set_image(sample_image("chelsea"))
+    masks, _, _ = seg.predict(np.array([[172.0, 112.0]]), np.array([1]), multimask_output=False)
+    seg.refine_clicks = False
+    plain, _, _ = seg.predict(np.array([[172.0, 112.0]]), np.array([1]), multimask_output=False)
+    assert (masks != plain).any(), "the predictor runs such a refiner with the image's features"
+
+
+def test_feature_crops_stay_aligned_with_the_image_crops(tmp_path: Path) -> None:
+    pool = _pool()
+    h, w = pool[0].image.shape[:2]
+    # features that hold the masks themselves at stride 8: a batch's feature crop must match its target
+    masks = torch.from_numpy(pool[0].masks().astype(np.float32))[None]
+    feats = [torch.nn.functional.avg_pool2d(masks, 8, ceil_mode=True)[0].numpy().astype(np.float16)]
+    assert feats[0].shape == (3, -(-h // 8), -(-w // 8))
+    *_, target, _, f = make_batch(np.random.default_rng(3), pool, 16, 64, 3, features=feats)
+    assert f is not None and f.shape == (16, 3, 8, 8)
+    t8 = torch.nn.functional.avg_pool2d(target, 8)[:, 0]
+    err = [float((f[i] - t8[i]).abs().sum((1, 2)).min() / (t8[i].sum() + 1)) for i in range(16)]
+    # aligned: about 0.2 (resampling); one cell off: 0.6; flipped the wrong way: 0.75
+    assert np.mean(err) < 0.35, f"scaled, flipped and cropped alike (relative errors {np.round(err, 2)})"
+    cfg = ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1), click_radius=3, feature_dim=3)
+    with pytest.raises(ValueError, match="features"):
+        train_refiner(pool, tmp_path, steps=1, batch=2, size=64, cfg=cfg)
+    net = train_refiner(pool, tmp_path, steps=3, batch=4, size=64, cfg=cfg, features=feats, log_every=3)
+    assert load_refiner(tmp_path / "refiner.safetensors").cfg.feature_dim == 3 and net.feat_in is not None

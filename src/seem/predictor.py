@@ -693,7 +693,7 @@ class Segmenter:
         c = res.candidates[0]
         coords = torch.from_numpy(st.geometry.canvas_pixels(pts.coords)).to(self.device)
         labels = torch.from_numpy(np.asarray(pts.labels, dtype=np.int64)).to(self.device)
-        out = self.model.refine_clicks(st.canvas, c.logits4[None], coords, labels, memory)[0]
+        out = self.model.refine_clicks(st.canvas, c.logits4[None], coords, labels, memory, st.features.mask_features)[0]
         c.canvas_logits = out
         c.logits4 = F.avg_pool2d(out[None, None], 4)[0, 0].to(c.logits4.dtype)
         return res

@@ -14,6 +14,12 @@ Inputs, all on the model's padded input canvas ``[H, W]`` (``ImageGeometry.padde
 - ``prev [B, 1, H, W]`` (only with ``ClickRefinerConfig.prev_mask``): the previous round's mask logits (the memory
   prompt the decoder got, upsampled bilinearly), or None in the first round (read as an empty mask). The decoder
   reads that mask at stride 4 only and may undo earlier corrections; with it the refiner can keep them.
+- ``feats [B, D, H / 8, W / 8]`` (only with ``ClickRefinerConfig.feature_dim = D``): the model's own per-pixel
+  features (``ImageFeatures.mask_features``, stride 4, average-pooled to stride 8), cached per image. The net alone
+  sees colour in a window of about 150 px and corrects the mask near a click; with the features it can tell which
+  parts belong together (a click on one petal of a flower adds the others). They enter at stride 8, projected, with
+  three similarity maps (``prototype_maps``: each position's cosine similarity to the mean feature under the
+  positive clicks, under the negative clicks and under the coarse mask).
 
 Output: logits ``[B, 1, H, W]`` = ``clamp(coarse, ±coarse_clamp)`` + a learned correction (predicted at stride 2,
 upsampled bilinearly).
@@ -50,6 +56,9 @@ class ClickRefinerConfig:
     prev_mask: bool = False
     """Read the previous round's mask as a 7th input channel (``ClickRefiner.with_prev_mask`` adds it to a
     refiner trained without it, as a zero-weight channel)."""
+    feature_dim: int = 0
+    """Channels ``D`` of the model's stride-4 mask features the refiner reads (pooled to stride 8; see the module
+    docstring); 0: none. ``ClickRefiner.with_features`` adds them to a refiner trained without, with zero weights."""
 
 
 def click_maps(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: int) -> Tensor:
@@ -110,6 +119,17 @@ def clean_regions(logits: Tensor, coords: Tensor, labels: Tensor, min_frac: floa
     return torch.where(flip, -logits, logits)
 
 
+def prototype_maps(feats: Tensor, clicks: Tensor, coarse_prob: Tensor) -> Tensor:
+    """Similarity maps at the features' resolution: ``feats [B, D, h, w]``, ``clicks [B, 2, H, W]`` (positive /
+    negative disks), ``coarse_prob [B, 1, H, W]`` in [0, 1] → ``[B, 3, h, w]``: the cosine similarity of each
+    position's feature to the mean feature under the positive clicks, the negative clicks and the coarse mask (the
+    clicks and the mask area-resampled to ``h × w`` as weights); 0 where a weight map is empty."""
+    f = F.normalize(feats.float(), dim=1)
+    w = F.interpolate(torch.cat([clicks, coarse_prob], 1).float(), size=f.shape[-2:], mode="area")
+    proto = torch.einsum("bkhw,bdhw->bkd", w, f) / w.sum((2, 3))[..., None].clamp_min(1e-6)
+    return torch.einsum("bkd,bdhw->bkhw", F.normalize(proto, dim=-1), f)
+
+
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
@@ -163,16 +183,24 @@ class ClickRefiner(nn.Module):
         self.blocks4 = nn.Sequential(*[_InvertedResidual(c4, cfg.expand, dil[i % 4]) for i in range(n4)])
         self.down8 = _conv_bn(c4, c8, 2)
         self.blocks8 = nn.Sequential(*[_InvertedResidual(c8, cfg.expand, dil[i % 4]) for i in range(n8)])
+        self.feat_in: nn.Conv2d | None = None
+        if cfg.feature_dim:
+            self.feat_in = nn.Conv2d(cfg.feature_dim + 3, c8, 1)
+            nn.init.zeros_(self.feat_in.weight)
+            nn.init.zeros_(_need_bias(self.feat_in))
         self.up4 = _fuse(c8 + c4, c4)
         self.up2 = _fuse(c4 + c2, c2)
         self.head = nn.Conv2d(c2, 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(_need_bias(self.head))
 
-    def forward(self, image: Tensor, coarse: Tensor, clicks: Tensor, prev: Tensor | None = None) -> Tensor:
+    def forward(
+        self, image: Tensor, coarse: Tensor, clicks: Tensor, prev: Tensor | None = None, feats: Tensor | None = None
+    ) -> Tensor:
         """``image [B, 3, H, W]``, ``coarse [B, 1, H, W]`` logits, ``clicks [B, 2, H, W]``, ``prev [B, 1, H, W]``
-        logits or None (read only with ``cfg.prev_mask``; None = no previous mask) → logits ``[B, 1, H, W]``
-        (``H``, ``W`` any size; multiples of 8 avoid resampling inside)."""
+        logits or None (read only with ``cfg.prev_mask``; None = no previous mask), ``feats [B, D, H / 8, W / 8]``
+        (required with ``cfg.feature_dim = D``, else ignored) → logits ``[B, 1, H, W]`` (``H``, ``W`` any size;
+        multiples of 8 avoid resampling inside)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be [B, 3, H, W], got {tuple(image.shape)}")
         b, _, h, w = image.shape
@@ -193,7 +221,15 @@ class ClickRefiner(nn.Module):
         x = torch.cat(parts, dim=1)
         f2 = self.down2(x)
         f4 = self.blocks4(self.down4(f2))
-        f8 = self.blocks8(self.down8(f4))
+        f8 = self.down8(f4)
+        if self.feat_in is not None:
+            if feats is None or feats.dim() != 4 or tuple(feats.shape[:2]) != (b, self.cfg.feature_dim):
+                got = None if feats is None else tuple(feats.shape)
+                raise ValueError(f"feats must be [{b}, {self.cfg.feature_dim}, H / 8, W / 8], got {got}")
+            g = _resize(feats.to(f8.dtype), f8)
+            sims = prototype_maps(g, clicks, parts[1]).to(f8.dtype)
+            f8 = f8 + self.feat_in(torch.cat([g, sims], 1))
+        f8 = self.blocks8(f8)
         y = self.up4(torch.cat([_resize(f8, f4), f4], 1))
         y = self.up2(torch.cat([_resize(y, f2), f2], 1))
         return base + _resize(self.head(y), x)
@@ -208,6 +244,19 @@ class ClickRefiner(nn.Module):
         w = sd["down2.0.weight"]
         sd["down2.0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 1, *w.shape[2:])], dim=1)
         new.load_state_dict(sd, strict=True)
+        return new.train(self.training)
+
+    def with_features(self, dim: int) -> ClickRefiner:
+        """A copy that also reads ``dim``-channel model features (``feature_dim``), their weights zero: it gives the
+        same output as this refiner until trained further (``seem train-refiner --init ... --features``)."""
+        if self.cfg.feature_dim:
+            raise ValueError(f"this refiner already reads {self.cfg.feature_dim}-channel features")
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        new = ClickRefiner(dataclasses.replace(self.cfg, feature_dim=dim))
+        missing, unexpected = new.load_state_dict(self.state_dict(), strict=False)
+        if unexpected or set(missing) != {"feat_in.weight", "feat_in.bias"}:  # pragma: no cover - layout contract
+            raise RuntimeError(f"unexpected layout: missing {missing}, unexpected {unexpected}")
         return new.train(self.training)
 
 

@@ -185,7 +185,13 @@ class SEEMModel(nn.Module):
         return feats
 
     def refine_clicks(
-        self, image: Tensor, logits4: Tensor, coords: Tensor, labels: Tensor, prev4: Tensor | None = None
+        self,
+        image: Tensor,
+        logits4: Tensor,
+        coords: Tensor,
+        labels: Tensor,
+        prev4: Tensor | None = None,
+        features: Tensor | None = None,
     ) -> Tensor:
         """Correct masks where clicked, with the click refiner (raises ``RuntimeError`` if the model has none).
 
@@ -195,6 +201,8 @@ class SEEMModel(nn.Module):
             coords: ``[N, 2]`` clicks, (x, y) canvas pixels; ``labels [N]``: 1 positive, 0 negative.
             prev4: ``[H4, W4]`` or ``[1, H4, W4]`` stride-4 logits of the previous round's mask (the memory prompt the
                 decoder got) or None; read only by a refiner with ``prev_mask``.
+            features: ``[1, D, Hp / 4, Wp / 4]`` the image's ``ImageFeatures.mask_features``; required by a refiner
+                with ``feature_dim`` (``ValueError`` without them), else ignored.
 
         Returns: logits ``[C, Hp, Wp]`` at canvas resolution, small islands and holes cleaned
         (``ClickRefinerConfig.min_region``).
@@ -209,6 +217,14 @@ class SEEMModel(nn.Module):
         if prev4 is not None and self.config.refiner.prev_mask:
             p4 = prev4.reshape(1, 1, *prev4.shape[-2:]).float()
             prev = F.interpolate(p4, size=(hp, wp), mode="bilinear", align_corners=False).expand(c, -1, -1, -1)
+        f8 = None
+        if self.config.refiner.feature_dim:
+            if features is None or features.dim() != 4 or tuple(features.shape[-2:]) != (hp // 4, wp // 4):
+                got = None if features is None else tuple(features.shape)
+                raise ValueError(
+                    f"this refiner reads the image's mask features [1, D, {hp // 4}, {wp // 4}], got {got}"
+                )
+            f8 = F.avg_pool2d(features.float(), 2, ceil_mode=True)
         fg = coarse > 0 if prev is None else (coarse > 0) | (prev > 0)
         y0, y1, x0, x1 = _refine_window(fg, coords, (hp, wp))
         out = coarse.clamp(-self.config.refiner.coarse_clamp, self.config.refiner.coarse_clamp)
@@ -219,6 +235,7 @@ class SEEMModel(nn.Module):
             coarse[win].contiguous(memory_format=cl),
             maps[None][win].expand(c, -1, -1, -1).contiguous(memory_format=cl),
             None if prev is None else prev[win].contiguous(memory_format=cl),
+            None if f8 is None else f8[..., y0 // 8 : -(-y1 // 8), x0 // 8 : -(-x1 // 8)].expand(c, -1, -1, -1),
         )
         frac = self.config.refiner.min_region
         return torch.stack([clean_regions(o, coords, labels, frac) for o in out[:, 0]])
@@ -228,6 +245,12 @@ class SEEMModel(nn.Module):
         so ``save_pretrained`` writes it."""
         if refiner is not None and not isinstance(refiner, ClickRefiner):
             raise TypeError(f"refiner must be a ClickRefiner or None, got {type(refiner).__name__}")
+        dim = self.config.pixel_decoder.mask_dim
+        if refiner is not None and refiner.cfg.feature_dim not in (0, dim):
+            raise ValueError(
+                f"the refiner reads {refiner.cfg.feature_dim}-channel model features, this model's have {dim} "
+                "(a refiner with features belongs to the model it was trained behind)"
+            )
         self.refiner = None if refiner is None else _channels_last(refiner.to(self.device).eval())
         cfg = ClickRefinerConfig() if refiner is None else dataclasses.replace(refiner.cfg, enabled=True)
         self.config = dataclasses.replace(self.config, refiner=cfg)

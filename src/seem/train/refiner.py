@@ -205,8 +205,12 @@ def simulate_clicks(rng: np.random.Generator, gt: np.ndarray, coarse: np.ndarray
     return np.array(pts, np.float32).reshape(-1, 2)[order], np.array(labs, np.int64)[order]
 
 
-def _crop(rng: np.random.Generator, item: PoolImage, size: int) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """A ``size``² crop (scale jitter, flip) of a pool image around one of its masks → (image, masks, index)."""
+def _crop(
+    rng: np.random.Generator, item: PoolImage, size: int, feats: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None] | None:
+    """A ``size``² crop (scale jitter, flip) of a pool image around one of its masks → (image, masks, index,
+    features). With the image's stride-8 ``feats [D, H8, W8]`` the crop starts on multiples of 8 and the features
+    are resized and cropped with it (``[D, size / 8, size / 8]``), else the last item is None."""
     masks = item.masks()
     k = int(rng.integers(masks.shape[0]))
     s = rng.uniform(0.7, 1.3)
@@ -221,6 +225,11 @@ def _crop(rng: np.random.Generator, item: PoolImage, size: int) -> tuple[np.ndar
     cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
     top = int(np.clip(cy - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, nh - size)))
     left = int(np.clip(cx - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, nw - size)))
+    f = None
+    if feats is not None:
+        top, left = top // 8 * 8, left // 8 * 8
+        f = _resize_features(feats, (-(-nh // 8), -(-nw // 8)))
+        f = _crop_features(f, top // 8, left // 8, size // 8)
     img = img[top : top + size, left : left + size]
     masks = masks[:, top : top + size, left : left + size]
     ph, pw = size - img.shape[0], size - img.shape[1]
@@ -229,9 +238,43 @@ def _crop(rng: np.random.Generator, item: PoolImage, size: int) -> tuple[np.ndar
         masks = np.pad(masks, ((0, 0), (0, ph), (0, pw)))
     if rng.random() < 0.5:
         img, masks = img[:, ::-1], masks[:, :, ::-1]
+        f = None if f is None else f[:, :, ::-1]
     if masks[k].sum() < 64:
         return None
-    return np.ascontiguousarray(img), np.ascontiguousarray(masks), k
+    return np.ascontiguousarray(img), np.ascontiguousarray(masks), k, None if f is None else np.ascontiguousarray(f)
+
+
+def _resize_features(feats: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[D, h, w]`` → ``[D, *size]`` (bilinear)."""
+    if tuple(feats.shape[1:]) == size:
+        return feats
+    t = torch.from_numpy(feats.astype(np.float32))[None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy().astype(feats.dtype)
+
+
+def _crop_features(feats: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+    """``feats[:, top : top + size, left : left + size]`` zero-padded to ``[D, size, size]``."""
+    f = feats[:, top : top + size, left : left + size]
+    return np.pad(f, ((0, 0), (0, size - f.shape[1]), (0, size - f.shape[2])))
+
+
+def pool_features(model: object, pool: Sequence[PoolImage], progress: bool = True) -> list[np.ndarray]:
+    """The features a refiner with ``feature_dim`` reads, for every pool image as ``model`` (a ``SEEMModel``)
+    encodes it at the pool's scale: ``ImageFeatures.mask_features`` average-pooled to stride 8 (as
+    ``SEEMModel.refine_clicks`` pools them), cut to the image (``[D, ceil(H / 8), ceil(W / 8)]``, float16)."""
+    from tqdm import tqdm
+
+    from seem.predictor import Segmenter
+
+    short = min(pool[0].image.shape[:2])
+    seg = Segmenter(model, short_side=short, progress=False, cache_dir=False, refine_clicks=False)  # type: ignore[arg-type]
+    out: list[np.ndarray] = []
+    for item in tqdm(pool, desc="refiner features", disable=not progress):
+        seg.set_image(item.image)
+        f8 = F.avg_pool2d(seg.features.mask_features.float(), 2, ceil_mode=True)[0]
+        h, w = item.image.shape[:2]
+        out.append(f8[:, : -(-h // 8), : -(-w // 8)].numpy().astype(np.float16))
+    return out
 
 
 @dataclass
@@ -315,6 +358,7 @@ def collect_rollouts(
                     torch.from_numpy(c),
                     torch.from_numpy(lab),
                     None if memory is None else torch.from_numpy(memory),
+                    seg.features.mask_features,
                 )
             pred = (refined[0, :h, :w] > 0).numpy()
             memory = F.avg_pool2d(refined[:, None], 4)[:, 0].numpy()
@@ -343,10 +387,11 @@ def _simulated_prev(rng: np.random.Generator, coarse: np.ndarray) -> np.ndarray:
 
 
 def _rollout_example(
-    rng: np.random.Generator, pool: Sequence[PoolImage], ro: Rollout, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng: np.random.Generator, pool: Sequence[PoolImage], ro: Rollout, size: int, feats: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """A ``size``² crop (flip) of a recorded round → (image, target, coarse logits, previous-mask logits, coords,
-    labels)."""
+    labels, features): with the image's stride-8 ``feats`` the crop starts on multiples of 8 and the last item is
+    their ``[D, size / 8, size / 8]`` crop, else None."""
     item = pool[ro.image]
     img, gt = item.image, item.mask(ro.mask)
     h, w = gt.shape
@@ -356,6 +401,10 @@ def _rollout_example(
     cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
     top = int(np.clip(cy - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, h - size)))
     left = int(np.clip(cx - size / 2 + rng.uniform(-0.25, 0.25) * size, 0, max(0, w - size)))
+    f = None
+    if feats is not None:
+        top, left = top // 8 * 8, left // 8 * 8
+        f = _crop_features(feats, top // 8, left // 8, size // 8)
     crop = (slice(top, top + size), slice(left, left + size))
     img, gt, coarse, prev = img[crop], gt[crop], coarse[crop], prev[crop]
     ph, pw = size - gt.shape[0], size - gt.shape[1]
@@ -365,6 +414,7 @@ def _rollout_example(
     coords = ro.coords - np.array([left, top], np.float32)
     if rng.random() < 0.5:
         img, gt, coarse, prev = img[:, ::-1], gt[:, ::-1], coarse[:, ::-1], prev[:, ::-1]
+        f = None if f is None else f[:, :, ::-1]
         coords = coords.copy()
         coords[:, 0] = size - 1 - coords[:, 0]
     inside = (coords[:, 0] >= 0) & (coords[:, 0] < size) & (coords[:, 1] >= 0) & (coords[:, 1] < size)
@@ -375,6 +425,7 @@ def _rollout_example(
         np.ascontiguousarray(prev, dtype=np.float32),
         coords[inside],
         ro.labels[inside],
+        None if f is None else np.ascontiguousarray(f),
     )
 
 
@@ -387,11 +438,14 @@ def make_batch(
     rollouts: Sequence[Rollout] = (),
     real_frac: float = 0.5,
     prev_mask: bool = False,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    features: Sequence[np.ndarray] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """``(image [B, 3, S, S] normalised, coarse [B, 1, S, S], clicks [B, 2, S, S], target [B, 1, S, S], prev
-    [B, 1, S, S])``: a ``real_frac`` share from recorded ``rollouts`` (if any), the rest simulated. ``coarse`` and
-    ``prev`` are logits (``prev = NO_PREV`` where there is no previous mask; simulated examples get one only with
-    ``prev_mask``, which leaves the random draws of a refiner without that input as they were)."""
+    [B, 1, S, S], feats [B, D, S / 8, S / 8] or None)``: a ``real_frac`` share from recorded ``rollouts`` (if any),
+    the rest simulated. ``coarse`` and ``prev`` are logits (``prev = NO_PREV`` where there is no previous mask;
+    simulated examples get one only with ``prev_mask``, which leaves the random draws of a refiner without that
+    input as they were). ``features``: the pool's stride-8 features (``pool_features``) for a refiner with
+    ``feature_dim``; crops then start on multiples of 8."""
     mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(PIXEL_STD).view(3, 1, 1)
     ims: list[Tensor] = []
@@ -399,16 +453,19 @@ def make_batch(
     clicks: list[Tensor] = []
     targets: list[Tensor] = []
     prevs: list[Tensor] = []
+    feats: list[Tensor] = []
     while len(ims) < batch:
         if rollouts and rng.random() < real_frac:
-            img, gt, coarse, prev, coords, labels = _rollout_example(
-                rng, pool, rollouts[int(rng.integers(len(rollouts)))], size
+            ro = rollouts[int(rng.integers(len(rollouts)))]
+            img, gt, coarse, prev, coords, labels, f = _rollout_example(
+                rng, pool, ro, size, None if features is None else features[ro.image]
             )
         else:
-            got = _crop(rng, pool[int(rng.integers(len(pool)))], size)
+            i = int(rng.integers(len(pool)))
+            got = _crop(rng, pool[i], size, None if features is None else features[i])
             if got is None:
                 continue
-            img, masks, k = got
+            img, masks, k, f = got
             gt = masks[k]
             others = np.delete(masks, k, axis=0)
             coarse = simulate_coarse(rng, gt, others)
@@ -419,7 +476,16 @@ def make_batch(
         clicks.append(click_maps(torch.from_numpy(coords), torch.from_numpy(labels), (size, size), radius))
         targets.append(torch.from_numpy(gt.astype(np.float32))[None])
         prevs.append(torch.from_numpy(prev)[None])
-    return torch.stack(ims), torch.stack(coarses), torch.stack(clicks), torch.stack(targets), torch.stack(prevs)
+        if f is not None:
+            feats.append(torch.from_numpy(f).float())
+    return (
+        torch.stack(ims),
+        torch.stack(coarses),
+        torch.stack(clicks),
+        torch.stack(targets),
+        torch.stack(prevs),
+        torch.stack(feats) if feats else None,
+    )
 
 
 def refiner_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -482,11 +548,16 @@ def train_refiner(
     log_every: int = 50,
     rollouts: Sequence[Rollout] = (),
     real_frac: float = 0.5,
+    features: Sequence[np.ndarray] | None = None,
 ) -> ClickRefiner:
-    """Train (cosine learning rate, AdamW) and save to ``out / REFINER_FILE``; returns the model in eval mode."""
+    """Train (cosine learning rate, AdamW) and save to ``out / REFINER_FILE``; returns the model in eval mode.
+    ``features``: the pool's stride-8 model features (``pool_features``), required by a refiner with
+    ``feature_dim``."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = init if init is not None else ClickRefiner(cfg or ClickRefinerConfig(enabled=True))
+    if model.cfg.feature_dim and features is None:
+        raise ValueError("this refiner reads model features: give the pool's features (pool_features)")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     warm = min(200, steps // 10)
@@ -496,11 +567,19 @@ def train_refiner(
     t0, run = time.time(), 0.0
     log = (out / "log.jsonl").open("a")
     for step in range(1, steps + 1):
-        image, coarse, clicks, target, prev = make_batch(
-            rng, pool, batch, size, model.cfg.click_radius, rollouts, real_frac, model.cfg.prev_mask
+        image, coarse, clicks, target, prev, feats = make_batch(
+            rng,
+            pool,
+            batch,
+            size,
+            model.cfg.click_radius,
+            rollouts,
+            real_frac,
+            model.cfg.prev_mask,
+            features if model.cfg.feature_dim else None,
         )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(image, coarse, clicks, prev)
+            logits = model(image, coarse, clicks, prev, feats)
         loss = refiner_loss(logits.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -551,6 +630,11 @@ def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the refiner also reads the previous round's mask (added to an --init refiner as a zero-weight channel)",
     )
+    p.add_argument(
+        "--features",
+        action="store_true",
+        help="the refiner also reads --model's per-pixel features (added to an --init refiner with zero weights)",
+    )
 
 
 def run_refiner(args: argparse.Namespace) -> int:
@@ -571,7 +655,9 @@ def run_refiner(args: argparse.Namespace) -> int:
     pool = build_pool(build_sources(cfg), short_side=args.short_side, seed=args.seed)
     print(f"pool: {len(pool)} images, {sum(x.count for x in pool)} masks", flush=True)
     rollouts: list[Rollout] = []
-    if args.rollouts and init is not None:
+    features = None
+    dim = 0
+    if args.rollouts or args.features:
         from seem.loading import load
         from seem.models.seem_model import SEEMModel
 
@@ -579,9 +665,13 @@ def run_refiner(args: argparse.Namespace) -> int:
         if not isinstance(model, SEEMModel):
             print(f"seem train-refiner: --model {args.model}: not a SEEM-family model", file=sys.stderr)
             return 2
-        model.set_refiner(init)
-        rollouts = collect_rollouts(model, pool, args.rollouts, seed=args.seed, min_first_iou=args.min_first_iou)
-        print(f"rollouts: {len(rollouts)} rounds", flush=True)
+        dim = model.config.pixel_decoder.mask_dim if args.features else 0
+        if args.features or (init is not None and init.cfg.feature_dim):
+            features = pool_features(model, pool)
+        if args.rollouts and init is not None:
+            model.set_refiner(init)
+            rollouts = collect_rollouts(model, pool, args.rollouts, seed=args.seed, min_first_iou=args.min_first_iou)
+            print(f"rollouts: {len(rollouts)} rounds", flush=True)
     train_refiner(
         pool,
         args.out,
@@ -592,18 +682,22 @@ def run_refiner(args: argparse.Namespace) -> int:
         seed=args.seed,
         save_every=args.save_every,
         bf16=not args.fp32,
-        init=None if init is None else _trainable(load_refiner(args.init), args.prev_mask),
-        cfg=ClickRefinerConfig(enabled=True, prev_mask=args.prev_mask),
+        init=None if init is None else _trainable(load_refiner(args.init), args.prev_mask, dim),
+        cfg=ClickRefinerConfig(enabled=True, prev_mask=args.prev_mask, feature_dim=dim),
         rollouts=rollouts,
         real_frac=args.real_frac,
+        features=features,
     )
     return 0
 
 
-def _trainable(refiner: ClickRefiner, prev_mask: bool) -> ClickRefiner:
-    """``refiner`` in training mode, given the previous-mask channel if ``prev_mask`` asks for it."""
+def _trainable(refiner: ClickRefiner, prev_mask: bool, feature_dim: int = 0) -> ClickRefiner:
+    """``refiner`` in training mode, given the previous-mask channel if ``prev_mask`` asks for it and the feature
+    input if ``feature_dim`` does."""
     if prev_mask and not refiner.cfg.prev_mask:
         refiner = refiner.with_prev_mask()
+    if feature_dim and not refiner.cfg.feature_dim:
+        refiner = refiner.with_features(feature_dim)
     return refiner.train()
 
 
