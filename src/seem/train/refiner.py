@@ -657,7 +657,7 @@ def run_refiner(args: argparse.Namespace) -> int:
     rollouts: list[Rollout] = []
     features = None
     dim = 0
-    if args.rollouts or args.features:
+    if args.rollouts or args.features or (init is not None and init.cfg.feature_dim):  # these need the model
         from seem.loading import load
         from seem.models.seem_model import SEEMModel
 
