@@ -217,25 +217,25 @@ class SEEMModel(nn.Module):
         if prev4 is not None and self.config.refiner.prev_mask:
             p4 = prev4.reshape(1, 1, *prev4.shape[-2:]).float()
             prev = F.interpolate(p4, size=(hp, wp), mode="bilinear", align_corners=False).expand(c, -1, -1, -1)
-        f8 = None
-        if self.config.refiner.feature_dim:
-            if features is None or features.dim() != 4 or tuple(features.shape[-2:]) != (hp // 4, wp // 4):
-                got = None if features is None else tuple(features.shape)
-                raise ValueError(
-                    f"this refiner reads the image's mask features [1, D, {hp // 4}, {wp // 4}], got {got}"
-                )
-            f8 = F.avg_pool2d(features.float(), 2, ceil_mode=True)
+        if self.config.refiner.feature_dim and (
+            features is None or features.dim() != 4 or tuple(features.shape[-2:]) != (hp // 4, wp // 4)
+        ):
+            got = None if features is None else tuple(features.shape)
+            raise ValueError(f"this refiner reads the image's mask features [1, D, {hp // 4}, {wp // 4}], got {got}")
         fg = coarse > 0 if prev is None else (coarse > 0) | (prev > 0)
         y0, y1, x0, x1 = _refine_window(fg, coords, (hp, wp))
         out = coarse.clamp(-self.config.refiner.coarse_clamp, self.config.refiner.coarse_clamp)
         win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
         cl = torch.channels_last
+        f8 = None  # the window's features at stride 8 (the window starts on multiples of 8)
+        if self.config.refiner.feature_dim and features is not None:
+            f8 = F.avg_pool2d(features[..., y0 // 4 : y1 // 4, x0 // 4 : x1 // 4].float(), 2, ceil_mode=True)
         out[win] = self.refiner(
             image[win].expand(c, -1, -1, -1).to(coarse).contiguous(memory_format=cl),
             coarse[win].contiguous(memory_format=cl),
             maps[None][win].expand(c, -1, -1, -1).contiguous(memory_format=cl),
             None if prev is None else prev[win].contiguous(memory_format=cl),
-            None if f8 is None else f8[..., y0 // 8 : -(-y1 // 8), x0 // 8 : -(-x1 // 8)].expand(c, -1, -1, -1),
+            None if f8 is None else f8.expand(c, -1, -1, -1),
         )
         frac = self.config.refiner.min_region
         return torch.stack([clean_regions(o, coords, labels, frac) for o in out[:, 0]])
