@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from seem.io import read_image
-from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, clean_regions, click_maps, prototype_maps
+from seem.models.click_refiner import (
+    ClickRefiner,
+    ClickRefinerConfig,
+    clean_regions,
+    click_maps,
+    fold_batchnorm,
+    prototype_maps,
+)
 from seem.models.seem_model import SEEMModel
 from seem.predictor import Segmenter
 from seem.prompts import Points, PromptSet
@@ -210,6 +217,41 @@ def test_clean_regions_removes_specks_and_fills_pinholes_but_keeps_clicked_islan
     torch.testing.assert_close(clean_regions(logits, coords, labels, 0.0), logits)  # 0: off
     negative = clean_regions(logits, torch.tensor([[66.0, 41.0], [30.0, 30.0]]), torch.tensor([1, 0]), 0.02)
     assert negative[31, 31] < 0 and negative[6, 61] < 0, "a hole made by a negative click stays open"
+
+
+def test_folded_batchnorm_gives_the_same_masks_and_follows_weight_changes(refined_model: SEEMModel) -> None:
+    torch.manual_seed(0)
+    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 2), prev_mask=True))
+    with torch.no_grad():  # trained-looking statistics and a correction that depends on the inputs
+        for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0, 0.2)
+        net.head.weight.normal_(0, 0.5)
+    net.eval()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()), "the original is left as it was"
+    assert not any(p.requires_grad for p in folded.parameters()) and not folded.training
+    image, coarse, clicks, prev = torch.randn(2, 3, 48, 64), torch.randn(2, 1, 48, 64), torch.zeros(2, 2, 48, 64), None
+    clicks[:, 0, 20:26, 30:36] = 1
+    with torch.no_grad():
+        torch.testing.assert_close(folded(image, coarse, clicks, prev), net(image, coarse, clicks, prev))
+    # the model runs a folded copy at inference, made again when the refiner's weights change in place
+    refined_model.set_refiner(net)
+    canvas, logits4 = torch.randn(1, 3, 64, 96), torch.randn(1, 16, 24)
+    coords, labels = torch.tensor([[40.0, 30.0]]), torch.tensor([1])
+    with torch.no_grad():
+        a = refined_model.refine_clicks(canvas, logits4, coords, labels)
+        used = refined_model._inference_refiner()
+        assert used is not refined_model.refiner and refined_model._inference_refiner() is used, "cached"
+        assert refined_model.refiner is not None
+        refined_model.refiner.head.bias.add_(5.0)  # as an optimizer step or load_state_dict would
+        b = refined_model.refine_clicks(canvas, logits4, coords, labels)
+    assert refined_model._inference_refiner() is not used and (b - a).mean() > 1.0, "the change is seen"
+    assert not any("folded" in k for k in refined_model.state_dict()), "the copy is not saved"
+    assert refined_model._inference_refiner() is refined_model.refiner, "with gradients on: the module itself"
 
 
 def test_prev_mask_channel_starts_neutral_and_is_read(refined_model: SEEMModel) -> None:
