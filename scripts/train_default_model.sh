@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model in one command, from registry packages and ../shared/data (about 4 h on a 2-core CPU):
+# The default model in one command, from registry packages and ../shared/data (about 5 h on a 2-core CPU):
 #   scripts/train_default_model.sh [OUT_DIR]      the model: OUT_DIR/model (copy it to src/seem/weights/default)
 # One run of configs/default_model.yaml (same schedule, optimizer state and data order throughout), continued from
 # its own checkpoints with other prompt settings, exactly as the shipped model was made:
@@ -26,8 +26,8 @@ seem train configs/default_model.yaml --set "output_dir=$out" --set prompts.leve
 # The click refiner (seem.models.click_refiner; docs/training.md §6): simulated errors first, then rounds in which
 # half of each batch comes from real interactions of the model (read as it ships: make_default_model.py sets its
 # input size and rules) with the refiner of the round before (DAgger); from v4 on the refiner also reads the previous
-# round's mask, and v5 leaves out first clicks whose decoder mask is another region than the target. Then the model
-# is made again with the refiner in it.
+# round's mask, v5 leaves out first clicks whose decoder mask is another region than the target, v6 and v7 read the
+# model's features. Then the model is made again with the refiner in it.
 python -m seem.train.refiner --data configs/default_model.yaml --out "$out/refiner_v1" --steps 5000
 python scripts/make_default_model.py "$out/final" --out "$out/model"
 refine() {  # refine VERSION INIT_VERSION SEED ROLLOUTS STEPS [OPTIONS...]
@@ -38,4 +38,8 @@ refine v2 v1 0 400 1000
 refine v3 v2 1 400 1000
 refine v4 v3 2 600 1500 --prev-mask
 refine v5 v4 3 600 1500 --prev-mask --min-first-iou 0.5
-python scripts/make_default_model.py "$out/final" --out "$out/model" --refiner "$out/refiner_v5/refiner.safetensors"
+# v6 also reads the model's own per-pixel features (--features: zero-weight input added to v5); v7 is one more
+# recorded round of it (an --init refiner with features keeps reading them).
+refine v6 v5 4 600 1500 --prev-mask --min-first-iou 0.5 --features
+refine v7 v6 5 600 1500 --prev-mask --min-first-iou 0.5
+python scripts/make_default_model.py "$out/final" --out "$out/model" --refiner "$out/refiner_v7/refiner.safetensors"
