@@ -180,7 +180,9 @@ def test_soft_min_table_is_the_float64_formula() -> None:
 
 
 def test_kornia_distance_transform_equals_the_cascade() -> None:
-    """Equal to kornia's cascade within one float32 ulp at every pixel; same first row-major maximum."""
+    """Equal to kornia's cascade within two float32 ulps at every pixel; same first row-major maximum. The cascade
+    (re-run here in float32) sums its kernel weights in the CPU kernel's order and takes a float32 log: one ulp from
+    each on some CPUs (2 seen on a 2026-12 CI machine, 1 before)."""
     import cv2
 
     rng = np.random.default_rng(0)
@@ -199,7 +201,7 @@ def test_kornia_distance_transform_equals_the_cascade() -> None:
         ours, ref = kornia_distance_transform(region), _kornia_cascade(region)
         assert np.array_equal(ours > 0, ref > 0)
         ulps = np.abs(ours.view(np.int32).astype(np.int64) - ref.view(np.int32).astype(np.int64))
-        assert ulps.max() <= 1
+        assert ulps.max() <= 2
         if ref.max() > 0:
             ry, rx = np.unravel_index(np.argmax(ref), ref.shape)
             assert ours.max() - ours[ry, rx] <= 1e-6  # the cascade's argmax is (up to rounding) ours too

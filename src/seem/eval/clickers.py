@@ -191,7 +191,8 @@ def kornia_distance_transform(region: np.ndarray) -> np.ndarray:
     CPU kernel, so two neighbour patterns with the same numbers of edge and corner neighbours can differ by one
     float32 ulp from machine to machine (and break exact ties differently). Here the term depends only on
     those two counts and is computed in float64 then rounded (``_SOFT_MIN_BY_COUNTS``): the map is the same on
-    every machine, equals kornia's values up to 1 ulp, and keeps such ties exact (first in row-major order wins).
+    every machine, equals kornia's values up to 1–2 ulps (kornia's own float32 log and sum differ by that between
+    CPUs), and keeps such ties exact (first in row-major order wins).
 
     ``region``: bool ``[H, W]``; the image border counts as outside. Returns float32 ``[H, W]`` (0 outside).
     """
