@@ -234,11 +234,11 @@ class SEEMModel(nn.Module):
         if self.config.refiner.feature_dim and features is not None:
             f4 = features[..., y0 // 4 : y1 // 4, x0 // 4 : x1 // 4].float().contiguous(memory_format=cl)
             f8 = F.avg_pool2d(f4, 2, ceil_mode=True)  # channels-last: the same values, twice as fast on CPU
-        out[win] = self._inference_refiner()(
-            image[win].expand(c, -1, -1, -1).to(coarse).contiguous(memory_format=cl),
-            coarse[win].contiguous(memory_format=cl),
-            maps[None][win].expand(c, -1, -1, -1).contiguous(memory_format=cl),
-            None if prev is None else prev[win].contiguous(memory_format=cl),
+        out[win] = self._inference_refiner()(  # window views as they are: the net concatenates them in one pass
+            image[win].expand(c, -1, -1, -1).to(coarse),
+            coarse[win],
+            maps[None][win].expand(c, -1, -1, -1),
+            None if prev is None else prev[win],
             None if f8 is None else f8.expand(c, -1, -1, -1),
         )
         frac = self.config.refiner.min_region
