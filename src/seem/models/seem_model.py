@@ -35,7 +35,14 @@ from seem.models.checkpoints.seem import (
     read_official_seem,
     variant_from_filename,
 )
-from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, clean_regions, click_maps, fold_batchnorm
+from seem.models.click_refiner import (
+    ClickRefiner,
+    ClickRefinerConfig,
+    clean_regions,
+    click_maps,
+    fold_batchnorm,
+    stride8_features,
+)
 from seem.models.config import DecoderVariant, SEEMConfig, TextEncoderConfig, from_official_yaml
 from seem.models.pixel_decoders.fpn_transformer import TransformerEncoderPixelDecoder
 from seem.models.preprocess import normalize_and_pad
@@ -229,11 +236,9 @@ class SEEMModel(nn.Module):
         y0, y1, x0, x1 = _refine_window(fg, coords, (hp, wp))
         out = coarse.clamp(-self.config.refiner.coarse_clamp, self.config.refiner.coarse_clamp)
         win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-        cl = torch.channels_last
         f8 = None  # the window's features at stride 8 (the window starts on multiples of 8)
         if self.config.refiner.feature_dim and features is not None:
-            f4 = features[..., y0 // 4 : y1 // 4, x0 // 4 : x1 // 4].float().contiguous(memory_format=cl)
-            f8 = F.avg_pool2d(f4, 2, ceil_mode=True)  # channels-last: the same values, twice as fast on CPU
+            f8 = stride8_features(features[..., y0 // 4 : y1 // 4, x0 // 4 : x1 // 4])
         out[win] = self._inference_refiner()(  # window views as they are: the net concatenates them in one pass
             image[win].expand(c, -1, -1, -1).to(coarse),
             coarse[win],

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, click_maps
+from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, click_maps, stride8_features
 from seem.models.config import PIXEL_MEAN, PIXEL_STD
 
 REFINER_FILE = "refiner.safetensors"
@@ -260,8 +260,8 @@ def _crop_features(feats: np.ndarray, top: int, left: int, size: int) -> np.ndar
 
 def pool_features(model: object, pool: Sequence[PoolImage], progress: bool = True) -> list[np.ndarray]:
     """The features a refiner with ``feature_dim`` reads, for every pool image as ``model`` (a ``SEEMModel``)
-    encodes it at the pool's scale: ``ImageFeatures.mask_features`` average-pooled to stride 8 (as
-    ``SEEMModel.refine_clicks`` pools them), cut to the image (``[D, ceil(H / 8), ceil(W / 8)]``, float16)."""
+    encodes it at the pool's scale: ``ImageFeatures.mask_features`` pooled to stride 8 by ``stride8_features``
+    (as ``SEEMModel.refine_clicks`` pools them), cut to the image (``[D, ceil(H / 8), ceil(W / 8)]``, float16)."""
     from tqdm import tqdm
 
     from seem.predictor import Segmenter
@@ -271,7 +271,7 @@ def pool_features(model: object, pool: Sequence[PoolImage], progress: bool = Tru
     out: list[np.ndarray] = []
     for item in tqdm(pool, desc="refiner features", disable=not progress):
         seg.set_image(item.image)
-        f8 = F.avg_pool2d(seg.features.mask_features.float(), 2, ceil_mode=True)[0]
+        f8 = stride8_features(seg.features.mask_features)[0]
         h, w = item.image.shape[:2]
         out.append(f8[:, : -(-h // 8), : -(-w // 8)].numpy().astype(np.float16))
     return out
