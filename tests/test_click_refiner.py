@@ -18,6 +18,7 @@ from seem.models.click_refiner import (
     click_maps,
     fold_batchnorm,
     prototype_maps,
+    stride8_features,
 )
 from seem.models.seem_model import SEEMModel
 from seem.predictor import Segmenter
@@ -217,6 +218,8 @@ def test_clean_regions_removes_specks_and_fills_pinholes_but_keeps_clicked_islan
     torch.testing.assert_close(clean_regions(logits, coords, labels, 0.0), logits)  # 0: off
     negative = clean_regions(logits, torch.tensor([[66.0, 41.0], [30.0, 30.0]]), torch.tensor([1, 0]), 0.02)
     assert negative[31, 31] < 0 and negative[6, 61] < 0, "a hole made by a negative click stays open"
+    twice = clean_regions(out, coords, labels, 0.02)
+    assert torch.equal(twice, out), "a clean mask is left as it is"
 
 
 def test_folded_batchnorm_gives_the_same_masks_and_follows_weight_changes(refined_model: SEEMModel) -> None:
@@ -250,6 +253,10 @@ def test_folded_batchnorm_gives_the_same_masks_and_follows_weight_changes(refine
         refined_model.refiner.head.bias.add_(5.0)  # as an optimizer step or load_state_dict would
         b = refined_model.refine_clicks(canvas, logits4, coords, labels)
     assert refined_model._inference_refiner() is not used and (b - a).mean() > 1.0, "the change is seen"
+    with torch.no_grad():  # a weight replaced by another tensor (as a user's assignment would) is seen too
+        head = refined_model.refiner.head
+        head.bias = torch.nn.Parameter(head.bias - 5.0)
+        torch.testing.assert_close(refined_model.refine_clicks(canvas, logits4, coords, labels), a)
     assert not any("folded" in k for k in refined_model.state_dict()), "the copy is not saved"
     assert refined_model._inference_refiner() is refined_model.refiner, "with gradients on: the module itself"
 
@@ -332,12 +339,29 @@ def test_feature_input_starts_neutral_is_read_and_is_required(refined_model: SEE
         a = refined_model.refine_clicks(canvas, logits4, coords, labels, None, torch.randn(1, d, 16, 24))
         b = refined_model.refine_clicks(canvas, logits4, coords, labels, None, torch.randn(1, d, 16, 24))
     assert a.shape == (1, 64, 96) and not torch.allclose(a, b), "the features change the refined mask"
+    f = torch.randn(1, d, 16, 24)
+    with torch.no_grad():  # the model pools an image's features once; a change in place is seen
+        first = refined_model.refine_clicks(canvas, logits4, coords, labels, None, f)
+        f.mul_(-1.0)
+        again = refined_model.refine_clicks(canvas, logits4, coords, labels, None, f)
+        fresh = refined_model.refine_clicks(canvas, logits4, coords, labels, None, f.clone())
+    assert torch.equal(again, fresh) and not torch.equal(first, again)
     seg = Segmenter(refined_model, progress=False, cache_dir=False)
     seg.set_image(sample_image("chelsea"))
     masks, _, _ = seg.predict(np.array([[172.0, 112.0]]), np.array([1]), multimask_output=False)
     seg.refine_clicks = False
     plain, _, _ = seg.predict(np.array([[172.0, 112.0]]), np.array([1]), multimask_output=False)
     assert (masks != plain).any(), "the predictor runs such a refiner with the image's features"
+
+
+def test_stride8_features_of_a_window_are_a_slice_of_the_whole_canvas() -> None:
+    # refine_clicks pools an image's features once and slices each click's window (edges on multiples of 8 px, or
+    # the canvas edges) out of that map: the same values as pooling the window's own features
+    f = torch.randn(1, 5, 24, 30)  # stride-4 features of a 96 × 120 canvas
+    whole = stride8_features(f)
+    for y0, y1, x0, x1 in [(0, 96, 0, 120), (8, 40, 16, 120), (48, 96, 0, 64), (0, 96, 112, 120)]:
+        part = stride8_features(f[..., y0 // 4 : y1 // 4, x0 // 4 : x1 // 4])
+        assert torch.equal(part, whole[..., y0 // 8 : -(-y1 // 8), x0 // 8 : -(-x1 // 8)])
 
 
 def test_feature_crops_stay_aligned_with_the_image_crops(tmp_path: Path) -> None:

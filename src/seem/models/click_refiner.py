@@ -98,22 +98,25 @@ def clean_regions(logits: Tensor, coords: Tensor, labels: Tensor, min_frac: floa
         return logits
     h, w = fg.shape
     limit = min_frac * area
-    _, islands, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= limit
-    keep[0] = False
     xy = coords.long().cpu().numpy().reshape(-1, 2)
     lab = labels.cpu().numpy()
     inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
     pos, neg = xy[(lab == 1) & inside], xy[(lab == 0) & inside]
-    keep[islands[pos[:, 1], pos[:, 0]]] = True
-    keep[0] = False
-    kept = keep[islands]
+    _, islands, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
+    drop = stats[:, cv2.CC_STAT_AREA] < limit
+    drop[0] = False  # the background
+    drop[islands[pos[:, 1], pos[:, 0]]] = False
+    kept = fg & ~drop[islands] if drop.any() else fg  # most masks: nothing to drop, no pass over the pixels
     _, holes, hstats, _ = cv2.connectedComponentsWithStats((~kept).astype(np.uint8), connectivity=4)
-    fill = hstats[:, cv2.CC_STAT_AREA] < limit
-    fill[0] = False
-    fill[np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))] = False
+    x0, y0 = hstats[:, cv2.CC_STAT_LEFT], hstats[:, cv2.CC_STAT_TOP]
+    x1, y1 = x0 + hstats[:, cv2.CC_STAT_WIDTH], y0 + hstats[:, cv2.CC_STAT_HEIGHT]
+    border = (x0 == 0) | (y0 == 0) | (x1 == w) | (y1 == h)
+    fill = (hstats[:, cv2.CC_STAT_AREA] < limit) & ~border  # a region touches the border iff its bounding box does
+    fill[0] = False  # the mask itself
     fill[holes[neg[:, 1], neg[:, 0]]] = False
-    new = kept | fill[holes]
+    new = kept | fill[holes] if fill.any() else kept
+    if new is fg:
+        return logits
     flip = torch.from_numpy(new != fg).to(logits.device)
     return torch.where(flip, -logits, logits)
 
@@ -195,8 +198,8 @@ class ClickRefiner(nn.Module):
             self.feat_in = nn.Conv2d(cfg.feature_dim + 3, c8, 1)
             nn.init.zeros_(self.feat_in.weight)
             nn.init.zeros_(_need_bias(self.feat_in))
-        self.up4 = _fuse(c8 + c4, c4)
-        self.up2 = _fuse(c4 + c2, c2)
+        self.up4: nn.Module = _fuse(c8 + c4, c4)  # a _SplitFuse in the inference copy (fold_batchnorm)
+        self.up2: nn.Module = _fuse(c4 + c2, c2)
         self.head = nn.Conv2d(c2, 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(_need_bias(self.head))
@@ -237,8 +240,8 @@ class ClickRefiner(nn.Module):
             sims = prototype_maps(g, clicks, parts[1]).to(f8.dtype)
             f8 = f8 + self.feat_in(torch.cat([g, sims], 1))
         f8 = self.blocks8(f8)
-        y = self.up4(torch.cat([_resize(f8, f4), f4], 1))
-        y = self.up2(torch.cat([_resize(y, f2), f2], 1))
+        y = _merge(self.up4, f8, f4)
+        y = _merge(self.up2, y, f2)
         return base + _resize(self.head(y), x)
 
     def with_prev_mask(self) -> ClickRefiner:
@@ -269,9 +272,10 @@ class ClickRefiner(nn.Module):
 
 def fold_batchnorm(refiner: ClickRefiner) -> ClickRefiner:
     """An inference copy of ``refiner`` (eval mode, no gradients) with every BatchNorm folded into the convolution
-    before it (the BatchNorm replaced by ``nn.Identity``): the same function up to float rounding, about a sixth
-    less time per call on CPU (no separate normalisation pass over each feature map). Its state dict has other
-    keys; save the original, not the copy."""
+    before it (the BatchNorm replaced by ``nn.Identity``) and the two decoder merges split (``_SplitFuse``): the
+    same function up to float rounding, about a fifth less time per call on CPU (no separate normalisation pass
+    over each feature map, no concatenation at the higher resolution). Its state dict has other keys; save the
+    original, not the copy."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     out = copy.deepcopy(refiner).eval().requires_grad_(False)
@@ -281,12 +285,48 @@ def fold_batchnorm(refiner: ClickRefiner) -> ClickRefiner:
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 seq[i] = fuse_conv_bn_eval(conv, bn)
                 seq[i + 1] = nn.Identity()
-    return out
+    _, c4, c8 = refiner.cfg.widths
+    out.up4 = _SplitFuse(out.up4, c8)
+    out.up2 = _SplitFuse(out.up2, c4)
+    return out.requires_grad_(False)
+
+
+class _SplitFuse(nn.Module):
+    """A folded ``_fuse`` that merges a coarse map ``low`` into a finer ``high`` without concatenating them: its
+    1×1 convolution over ``cat([resize(low), high])`` is ``resize(W_low · low) + W_high · high + b`` (bilinear
+    resampling is linear per channel and a 1×1 convolution mixes channels per pixel, so they commute); ``low`` is
+    mixed down to the output width before it is resampled, at the coarse resolution."""
+
+    def __init__(self, fuse: nn.Module, low_channels: int) -> None:
+        super().__init__()
+        parts = list(fuse.children())
+        conv = parts[0] if parts else None
+        if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (1, 1):  # pragma: no cover - layout contract
+            raise TypeError("expected a folded _fuse (1×1 convolution first)")
+        w = conv.weight.detach()
+        cout = w.shape[0]
+        self.low = nn.Conv2d(low_channels, cout, 1, bias=False)
+        self.high = nn.Conv2d(w.shape[1] - low_channels, cout, 1)
+        with torch.no_grad():
+            self.low.weight.copy_(w[:, :low_channels])
+            self.high.weight.copy_(w[:, low_channels:])
+            _need_bias(self.high).copy_(_need_bias(conv))
+        self.rest = nn.Sequential(*parts[1:])  # identity (the folded BatchNorm), ReLU, depthwise 3×3, ReLU
+
+    def forward(self, low: Tensor, high: Tensor) -> Tensor:
+        return self.rest(_resize(self.low(low), high) + self.high(high))
+
+
+def _merge(fuse: nn.Module, low: Tensor, high: Tensor) -> Tensor:
+    """One decoder step of the refiner: ``low`` resampled to ``high``'s size, both merged by ``fuse``."""
+    if isinstance(fuse, _SplitFuse):
+        return fuse(low, high)
+    return fuse(torch.cat([_resize(low, high), high], 1))
 
 
 def _need_bias(conv: nn.Conv2d) -> Tensor:
     if conv.bias is None:  # pragma: no cover - built with a bias above
-        raise RuntimeError("the head has no bias")
+        raise RuntimeError("the convolution has no bias")
     return conv.bias
 
 

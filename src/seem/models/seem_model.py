@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,6 +139,10 @@ class SEEMModel(nn.Module):
         self._folded_refiner: tuple[tuple[object, ...], ClickRefiner] | None = None
         """Inference copy of ``refiner`` with BatchNorm folded in (``fold_batchnorm``) and the state it was made
         from (a plain tuple, so not a submodule: it is in no state dict)."""
+        self._pooled_features: tuple[weakref.ref[Tensor], tuple[object, ...], Tensor] | None = None
+        """The last image's mask features pooled to stride 8 for the refiner (``stride8_features``), with a weak
+        reference to the features they came from and that tensor's version, shape, device and dtype: the clicks
+        of one image slice their windows out of one pooled map instead of pooling again per click."""
         self.builtin_class_embeddings: dict[tuple[str, ...], Tensor] = {}
         """Class embeddings shipped with the weights (class names → ``[K + 1, D]``, background last), so that a
         model whose text encoder is an optional package still labels masks with its own vocabulary. Valid while
@@ -236,9 +241,9 @@ class SEEMModel(nn.Module):
         y0, y1, x0, x1 = _refine_window(fg, coords, (hp, wp))
         out = coarse.clamp(-self.config.refiner.coarse_clamp, self.config.refiner.coarse_clamp)
         win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-        f8 = None  # the window's features at stride 8 (the window starts on multiples of 8)
+        f8 = None  # the window's features at stride 8 (its edges are multiples of 8 or the canvas edges)
         if self.config.refiner.feature_dim and features is not None:
-            f8 = stride8_features(features[..., y0 // 4 : y1 // 4, x0 // 4 : x1 // 4])
+            f8 = self._stride8_features(features)[..., y0 // 8 : -(-y1 // 8), x0 // 8 : -(-x1 // 8)]
         out[win] = self._inference_refiner()(  # window views as they are: the net concatenates them in one pass
             image[win].expand(c, -1, -1, -1).to(coarse),
             coarse[win],
@@ -249,16 +254,29 @@ class SEEMModel(nn.Module):
         frac = self.config.refiner.min_region
         return torch.stack([clean_regions(o, coords, labels, frac) for o in out[:, 0]])
 
+    def _stride8_features(self, features: Tensor) -> Tensor:
+        """``stride8_features(features)`` of the whole canvas, pooled once per image: kept while ``features`` is
+        the same tensor, unchanged (``_version``), on the same device and dtype. A window on multiples of 8 px is
+        the same slice of it as pooling the window itself (every 2×2 cell lies inside the window)."""
+        key = (features._version, tuple(features.shape), features.device, features.dtype)
+        c = self._pooled_features
+        if c is None or c[0]() is not features or c[1] != key:
+            c = (weakref.ref(features), key, stride8_features(features))
+            self._pooled_features = c
+        return c[2]
+
     def _inference_refiner(self) -> ClickRefiner:
         """``refiner`` with its BatchNorm folded in when it is in eval mode and no gradient is asked for (made
-        again whenever a weight, a statistic, the device or the dtype changed), else ``refiner`` itself."""
+        again whenever a weight or a statistic changed or was replaced, or the device or the dtype changed), else
+        ``refiner`` itself."""
         net = self.refiner
         if net is None:  # pragma: no cover - checked by the caller
             raise RuntimeError("this model has no click refiner")
         if net.training or torch.is_grad_enabled():
             return net
-        state = [*net.parameters(), *net.buffers()]
-        key = (net, state[0].device, state[0].dtype, *(t._version for t in state))
+        # every tensor of every module (read directly: parameters() / buffers() cost 0.3 ms per click)
+        state = [t for m in net.modules() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+        key = (net, state[0].device, state[0].dtype, *((id(t), t._version) for t in state))
         if self._folded_refiner is None or self._folded_refiner[0] != key:
             self._folded_refiner = (key, _channels_last(fold_batchnorm(net)))
         return self._folded_refiner[1]
