@@ -3,12 +3,14 @@ net's contract, the simulated errors and clicks, learning, saving, and how a mod
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seem.io import read_image
 from seem.models.click_refiner import (
@@ -16,6 +18,7 @@ from seem.models.click_refiner import (
     ClickRefinerConfig,
     clean_regions,
     click_maps,
+    damp_far_correction,
     fold_batchnorm,
     prototype_maps,
     stride8_features,
@@ -220,6 +223,39 @@ def test_clean_regions_removes_specks_and_fills_pinholes_but_keeps_clicked_islan
     assert negative[31, 31] < 0 and negative[6, 61] < 0, "a hole made by a negative click stays open"
     twice = clean_regions(out, coords, labels, 0.02)
     assert torch.equal(twice, out), "a clean mask is left as it is"
+
+
+def test_first_click_correction_is_damped_far_from_the_click(refined_model: SEEMModel) -> None:
+    base, refined = torch.zeros(1, 1, 40, 60), torch.full((1, 1, 40, 60), 4.0)
+    out = damp_far_correction(base, refined, (10.0, 20.0), 15.0, 0.25)
+    assert out[0, 0, 20, 10] == 4.0 and out[0, 0, 20, 25] == 4.0, "within reach (15 px): in full"
+    assert out[0, 0, 20, 26] == 1.0 and out[0, 0, 0, 59] == 1.0, "farther: a quarter of the correction"
+    torch.testing.assert_close(damp_far_correction(base, refined, (10.0, 20.0), 15.0, 1.0), refined)
+    # in the model: a first click only (one positive click, no previous mask), before the cleaning of regions
+    canvas, logits4 = torch.randn(1, 3, 64, 96), torch.randn(1, 16, 24) * 3
+    one, lab1 = torch.tensor([[20.0, 30.0]]), torch.tensor([1])
+    two, lab2 = torch.tensor([[20.0, 30.0], [80.0, 10.0]]), torch.tensor([1, 0])
+    cfg = refined_model.config.refiner
+    refined_model.config.refiner = dataclasses.replace(cfg, min_region=0.0)
+    with torch.no_grad():
+        plain = [refined_model.refine_clicks(canvas, logits4, *c) for c in ((one, lab1), (two, lab2))]
+        kept = refined_model.refine_clicks(canvas, logits4, one, lab1, logits4[0])  # a later round
+        refined_model.config.refiner = dataclasses.replace(
+            cfg, min_region=0.0, first_click_reach=20.0, first_click_far_weight=0.5
+        )
+        damped = [refined_model.refine_clicks(canvas, logits4, *c) for c in ((one, lab1), (two, lab2))]
+        torch.testing.assert_close(refined_model.refine_clicks(canvas, logits4, one, lab1, logits4[0]), kept)
+        other = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1)))
+        refined_model.set_refiner(other)  # a model's first-click settings stay with the model
+        assert refined_model.config.refiner.first_click_reach == 20.0
+        assert refined_model.config.refiner.first_click_far_weight == 0.5
+    refined_model.config.refiner = cfg
+    coarse = F.interpolate(logits4[:, None], size=(64, 96), mode="bilinear", align_corners=False)[:, 0].clamp(-8, 8)
+    near, far = (slice(None), 30, 20), (slice(None), 60, 90)
+    torch.testing.assert_close(damped[0][near], plain[0][near])
+    torch.testing.assert_close(damped[0][far], coarse[far] + 0.5 * (plain[0][far] - coarse[far]))
+    assert not torch.allclose(damped[0], plain[0]), "the refiner corrects far from the click too"
+    torch.testing.assert_close(damped[1], plain[1])  # two clicks: in full
 
 
 def test_folded_batchnorm_gives_the_same_masks_and_follows_weight_changes(refined_model: SEEMModel) -> None:

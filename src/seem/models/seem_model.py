@@ -41,6 +41,7 @@ from seem.models.click_refiner import (
     ClickRefinerConfig,
     clean_regions,
     click_maps,
+    damp_far_correction,
     fold_batchnorm,
     stride8_features,
 )
@@ -220,7 +221,8 @@ class SEEMModel(nn.Module):
                 with ``feature_dim`` (``ValueError`` without them), else ignored.
 
         Returns: logits ``[C, Hp, Wp]`` at canvas resolution, small islands and holes cleaned
-        (``ClickRefinerConfig.min_region``).
+        (``ClickRefinerConfig.min_region``); on a first click (one positive click, no ``prev4``) the correction is
+        damped far from the click (``ClickRefinerConfig.first_click_reach``).
         """
         if self.refiner is None:
             raise RuntimeError("this model has no click refiner (config.refiner.enabled is false)")
@@ -244,13 +246,20 @@ class SEEMModel(nn.Module):
         f8 = None  # the window's features at stride 8 (its edges are multiples of 8 or the canvas edges)
         if self.config.refiner.feature_dim and features is not None:
             f8 = self._stride8_features(features)[..., y0 // 8 : -(-y1 // 8), x0 // 8 : -(-x1 // 8)]
-        out[win] = self._inference_refiner()(  # window views as they are: the net concatenates them in one pass
+        refined = self._inference_refiner()(  # window views as they are: the net concatenates them in one pass
             image[win].expand(c, -1, -1, -1).to(coarse),
             coarse[win],
             maps[None][win].expand(c, -1, -1, -1),
             None if prev is None else prev[win],
             None if f8 is None else f8.expand(c, -1, -1, -1),
         )
+        cfg = self.config.refiner
+        if prev4 is None and labels.numel() == 1 and int(labels[0]) == 1 and cfg.first_click_reach > 0:
+            x, y = (float(v) for v in coords.reshape(-1, 2)[0])
+            refined = damp_far_correction(
+                out[win], refined, (x - x0, y - y0), cfg.first_click_reach, cfg.first_click_far_weight
+            )
+        out[win] = refined
         frac = self.config.refiner.min_region
         return torch.stack([clean_regions(o, coords, labels, frac) for o in out[:, 0]])
 
@@ -283,7 +292,8 @@ class SEEMModel(nn.Module):
 
     def set_refiner(self, refiner: ClickRefiner | None) -> None:
         """Give the model a click refiner (trained apart, ``seem.train.refiner``) or remove it; the config follows,
-        so ``save_pretrained`` writes it."""
+        so ``save_pretrained`` writes it: the refiner's own config, except the model's inference settings of a first
+        click (``first_click_reach``, ``first_click_far_weight``), which stay as they were."""
         if refiner is not None and not isinstance(refiner, ClickRefiner):
             raise TypeError(f"refiner must be a ClickRefiner or None, got {type(refiner).__name__}")
         dim = self.config.pixel_decoder.mask_dim
@@ -294,7 +304,11 @@ class SEEMModel(nn.Module):
             )
         self.refiner = None if refiner is None else _channels_last(refiner.to(self.device).eval())
         self._folded_refiner = None
+        old = self.config.refiner
         cfg = ClickRefinerConfig() if refiner is None else dataclasses.replace(refiner.cfg, enabled=True)
+        cfg = dataclasses.replace(
+            cfg, first_click_reach=old.first_click_reach, first_click_far_weight=old.first_click_far_weight
+        )
         self.config = dataclasses.replace(self.config, refiner=cfg)
 
     def prepare_decoder(self, features: ImageFeatures) -> ImageFeatures:
