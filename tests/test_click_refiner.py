@@ -231,6 +231,10 @@ def test_first_click_correction_is_damped_far_from_the_click(refined_model: SEEM
     assert out[0, 0, 20, 10] == 4.0 and out[0, 0, 20, 25] == 4.0, "within reach (15 px): in full"
     assert out[0, 0, 20, 26] == 1.0 and out[0, 0, 0, 59] == 1.0, "farther: a quarter of the correction"
     torch.testing.assert_close(damp_far_correction(base, refined, (10.0, 20.0), 15.0, 1.0), refined)
+    with pytest.raises(ValueError, match="first_click_far_weight must be in"):
+        ClickRefinerConfig(first_click_far_weight=1.5)
+    with pytest.raises(ValueError, match="first_click_reach must be >= 0"):
+        ClickRefinerConfig(first_click_reach=-1.0)
     # in the model: a first click only (one positive click, no previous mask), before the cleaning of regions
     canvas, logits4 = torch.randn(1, 3, 64, 96), torch.randn(1, 16, 24) * 3
     one, lab1 = torch.tensor([[20.0, 30.0]]), torch.tensor([1])

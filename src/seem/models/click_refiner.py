@@ -69,6 +69,12 @@ class ClickRefinerConfig:
     first_click_far_weight: float = 1.0
     """The weight of the correction beyond ``first_click_reach`` (1: in full, 0: the decoder's mask)."""
 
+    def __post_init__(self) -> None:
+        if self.first_click_reach < 0:
+            raise ValueError(f"refiner.first_click_reach must be >= 0 (canvas pixels), got {self.first_click_reach}")
+        if not 0.0 <= self.first_click_far_weight <= 1.0:
+            raise ValueError(f"refiner.first_click_far_weight must be in [0, 1], got {self.first_click_far_weight}")
+
 
 def click_maps(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: int) -> Tensor:
     """Disk maps of clicks: ``coords [N, 2]`` (x, y) canvas pixels, ``labels [N]`` (1 positive, 0 negative;
