@@ -70,9 +70,9 @@ def main() -> None:
         from seem.train.refiner import load_refiner
 
         model.set_refiner(load_refiner(args.refiner))
-        # a first click: the refiner's correction damped to half beyond 128 canvas px of the click (chosen on
-        # Weizmann horses 162-326, held out from training and from MODELS.md's evaluations)
-        refiner = dataclasses.replace(model.config.refiner, first_click_reach=128.0, first_click_far_weight=0.5)
+        # the refiner's correction damped to half beyond 128 canvas px of every click (chosen on Weizmann horses
+        # 162-326, held out from training and from MODELS.md's evaluations)
+        refiner = dataclasses.replace(model.config.refiner, reach=128.0, far_weight=0.5)
         model.config = dataclasses.replace(model.config, refiner=refiner)
     out = model.save_pretrained(args.out)
     size = sum(p.stat().st_size for p in Path(args.out).iterdir()) / 2**20

@@ -225,41 +225,41 @@ def test_clean_regions_removes_specks_and_fills_pinholes_but_keeps_clicked_islan
     assert torch.equal(twice, out), "a clean mask is left as it is"
 
 
-def test_first_click_correction_is_damped_far_from_the_click(refined_model: SEEMModel) -> None:
+def test_correction_is_damped_far_from_the_clicks(refined_model: SEEMModel) -> None:
     base, refined = torch.zeros(1, 1, 40, 60), torch.full((1, 1, 40, 60), 4.0)
-    out = damp_far_correction(base, refined, (10.0, 20.0), 15.0, 0.25)
+    out = damp_far_correction(base, refined, torch.tensor([[10.0, 20.0]]), 15.0, 0.25)
     assert out[0, 0, 20, 10] == 4.0 and out[0, 0, 20, 25] == 4.0, "within reach (15 px): in full"
     assert out[0, 0, 20, 26] == 1.0 and out[0, 0, 0, 59] == 1.0, "farther: a quarter of the correction"
-    torch.testing.assert_close(damp_far_correction(base, refined, (10.0, 20.0), 15.0, 1.0), refined)
-    with pytest.raises(ValueError, match="first_click_far_weight must be in"):
-        ClickRefinerConfig(first_click_far_weight=1.5)
-    with pytest.raises(ValueError, match="first_click_reach must be >= 0"):
-        ClickRefinerConfig(first_click_reach=-1.0)
-    # in the model: a first click only (one positive click, no previous mask), before the cleaning of regions
+    two_clicks = damp_far_correction(base, refined, torch.tensor([[10.0, 20.0], [55.0, 5.0]]), 15.0, 0.25)
+    assert two_clicks[0, 0, 0, 59] == 4.0 and two_clicks[0, 0, 39, 40] == 1.0, "near any click: in full"
+    torch.testing.assert_close(damp_far_correction(base, refined, torch.tensor([[10.0, 20.0]]), 15.0, 1.0), refined)
+    with pytest.raises(ValueError, match="far_weight must be in"):
+        ClickRefinerConfig(far_weight=1.5)
+    with pytest.raises(ValueError, match="reach must be >= 0"):
+        ClickRefinerConfig(reach=-1.0)
+    # in the model: every round, before the cleaning of regions
     canvas, logits4 = torch.randn(1, 3, 64, 96), torch.randn(1, 16, 24) * 3
     one, lab1 = torch.tensor([[20.0, 30.0]]), torch.tensor([1])
     two, lab2 = torch.tensor([[20.0, 30.0], [80.0, 10.0]]), torch.tensor([1, 0])
     cfg = refined_model.config.refiner
+    calls = [(one, lab1, None), (two, lab2, None), (two, lab2, logits4[0])]  # first click, two clicks, a later round
     refined_model.config.refiner = dataclasses.replace(cfg, min_region=0.0)
     with torch.no_grad():
-        plain = [refined_model.refine_clicks(canvas, logits4, *c) for c in ((one, lab1), (two, lab2))]
-        kept = refined_model.refine_clicks(canvas, logits4, one, lab1, logits4[0])  # a later round
-        refined_model.config.refiner = dataclasses.replace(
-            cfg, min_region=0.0, first_click_reach=20.0, first_click_far_weight=0.5
-        )
-        damped = [refined_model.refine_clicks(canvas, logits4, *c) for c in ((one, lab1), (two, lab2))]
-        torch.testing.assert_close(refined_model.refine_clicks(canvas, logits4, one, lab1, logits4[0]), kept)
+        plain = [refined_model.refine_clicks(canvas, logits4, *c) for c in calls]
+        refined_model.config.refiner = dataclasses.replace(cfg, min_region=0.0, reach=20.0, far_weight=0.5)
+        damped = [refined_model.refine_clicks(canvas, logits4, *c) for c in calls]
         other = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1)))
-        refined_model.set_refiner(other)  # a model's first-click settings stay with the model
-        assert refined_model.config.refiner.first_click_reach == 20.0
-        assert refined_model.config.refiner.first_click_far_weight == 0.5
+        refined_model.set_refiner(other)  # the settings belong to the model: a new refiner keeps them
+        assert (refined_model.config.refiner.reach, refined_model.config.refiner.far_weight) == (20.0, 0.5)
     refined_model.config.refiner = cfg
     coarse = F.interpolate(logits4[:, None], size=(64, 96), mode="bilinear", align_corners=False)[:, 0].clamp(-8, 8)
-    near, far = (slice(None), 30, 20), (slice(None), 60, 90)
-    torch.testing.assert_close(damped[0][near], plain[0][near])
-    torch.testing.assert_close(damped[0][far], coarse[far] + 0.5 * (plain[0][far] - coarse[far]))
-    assert not torch.allclose(damped[0], plain[0]), "the refiner corrects far from the click too"
-    torch.testing.assert_close(damped[1], plain[1])  # two clicks: in full
+    near1, near2, far = (slice(None), 30, 20), (slice(None), 10, 80), (slice(None), 60, 50)
+    for i, (a, b) in enumerate(zip(plain, damped, strict=True)):
+        torch.testing.assert_close(b[near1], a[near1])
+        torch.testing.assert_close(b[far], coarse[far] + 0.5 * (a[far] - coarse[far]))
+        assert not torch.allclose(a[far], coarse[far]), f"call {i}: the refiner corrects far from the clicks too"
+    torch.testing.assert_close(damped[1][near2], plain[1][near2])  # near the second (negative) click: in full
+    assert not torch.allclose(damped[0][near2], plain[0][near2]), "far from the only click: damped"
 
 
 def test_folded_batchnorm_gives_the_same_masks_and_follows_weight_changes(refined_model: SEEMModel) -> None:

@@ -192,7 +192,8 @@ def test_bf16_precision_gives_the_fp32_masks(model: SEEMModel, one_torch_thread:
 
     fp32 = Segmenter(model, progress=False, cache_dir=False)
     bf16 = Segmenter(model, progress=False, cache_dir=False, precision="bf16")
-    # measured: click 0.987 (a first click's damped correction leaves more of the mask near the threshold), box 0.9996
+    # measured: click 0.987 (the correction damped far from the click leaves more of the mask near the threshold),
+    # box 0.9996
     for image, prompt, least_iou in (
         (sample_image("chelsea"), PromptSet(points=Points([EYE])), 0.98),
         (sample_image("coffee"), PromptSet(boxes=[Box([90, 40, 330, 330])]), 0.99),

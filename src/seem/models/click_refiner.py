@@ -60,20 +60,19 @@ class ClickRefinerConfig:
     feature_dim: int = 0
     """Channels ``D`` of the model's stride-4 mask features the refiner reads (pooled to stride 8; see the module
     docstring); 0: none. ``ClickRefiner.with_features`` adds them to a refiner trained without, with zero weights."""
-    first_click_reach: float = 0.0
-    """Inference only. On a first click (one positive click, no previous mask) the refiner's correction counts in
-    full within this many canvas pixels of the click and × ``first_click_far_weight`` farther away
-    (``damp_far_correction``); 0: in full everywhere. The net sees colour in a window of about 150 px: from one
-    click it trims the parts of a large object that look unlike the clicked part (a person's legs from a click on
-    the shirt), where the decoder's mask is more often right."""
-    first_click_far_weight: float = 1.0
-    """The weight of the correction beyond ``first_click_reach`` (1: in full, 0: the decoder's mask)."""
+    reach: float = 0.0
+    """Inference only. The refiner's correction counts in full within this many canvas pixels of a click and ×
+    ``far_weight`` farther from every click (``damp_far_correction``); 0: in full everywhere. The net sees colour in
+    a window of about 150 px: from one click it trims the parts of a large object that look unlike the clicked part
+    (a person's legs from a click on the shirt), where the decoder's mask is more often right."""
+    far_weight: float = 1.0
+    """The weight of the correction beyond ``reach`` of every click (1: in full, 0: the decoder's mask)."""
 
     def __post_init__(self) -> None:
-        if self.first_click_reach < 0:
-            raise ValueError(f"refiner.first_click_reach must be >= 0 (canvas pixels), got {self.first_click_reach}")
-        if not 0.0 <= self.first_click_far_weight <= 1.0:
-            raise ValueError(f"refiner.first_click_far_weight must be in [0, 1], got {self.first_click_far_weight}")
+        if self.reach < 0:
+            raise ValueError(f"refiner.reach must be >= 0 (canvas pixels), got {self.reach}")
+        if not 0.0 <= self.far_weight <= 1.0:
+            raise ValueError(f"refiner.far_weight must be in [0, 1], got {self.far_weight}")
 
 
 def click_maps(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: int) -> Tensor:
@@ -135,18 +134,18 @@ def clean_regions(logits: Tensor, coords: Tensor, labels: Tensor, min_frac: floa
     return torch.where(flip, -logits, logits)
 
 
-def damp_far_correction(
-    base: Tensor, refined: Tensor, click_xy: tuple[float, float], reach: float, far_weight: float
-) -> Tensor:
+def damp_far_correction(base: Tensor, refined: Tensor, clicks_xy: Tensor, reach: float, far_weight: float) -> Tensor:
     """``base + w · (refined − base)`` for logits ``base``, ``refined [..., H, W]``: ``w = 1`` within ``reach``
-    pixels of ``click_xy`` (x, y in the same pixel frame as the maps), ``far_weight`` farther away."""
+    pixels of any of the clicks ``clicks_xy [N, 2]`` (x, y in the same pixel frame as the maps), ``far_weight``
+    farther from all of them."""
     h, w = refined.shape[-2:]
-    x, y = click_xy
-    ys = torch.arange(h, device=refined.device, dtype=refined.dtype)[:, None]
-    xs = torch.arange(w, device=refined.device, dtype=refined.dtype)[None, :]
-    near = (ys - y) ** 2 + (xs - x) ** 2 <= reach * reach
-    weight = torch.where(near, torch.ones((), dtype=refined.dtype), torch.full((), far_weight, dtype=refined.dtype))
-    return base + weight.to(refined.device) * (refined - base)
+    ys = torch.arange(h, device=refined.device, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, device=refined.device, dtype=torch.float32)[None, :]
+    near = torch.zeros(h, w, dtype=torch.bool, device=refined.device)
+    for x, y in clicks_xy.reshape(-1, 2).tolist():
+        near |= (ys - y) ** 2 + (xs - x) ** 2 <= reach * reach
+    weight = torch.where(near, 1.0, far_weight).to(refined.dtype)
+    return base + weight * (refined - base)
 
 
 def stride8_features(mask_features: Tensor) -> Tensor:

@@ -221,8 +221,7 @@ class SEEMModel(nn.Module):
                 with ``feature_dim`` (``ValueError`` without them), else ignored.
 
         Returns: logits ``[C, Hp, Wp]`` at canvas resolution, small islands and holes cleaned
-        (``ClickRefinerConfig.min_region``); on a first click (one positive click, no ``prev4``) the correction is
-        damped far from the click (``ClickRefinerConfig.first_click_reach``).
+        (``ClickRefinerConfig.min_region``), the correction damped far from every click (``ClickRefinerConfig.reach``).
         """
         if self.refiner is None:
             raise RuntimeError("this model has no click refiner (config.refiner.enabled is false)")
@@ -254,11 +253,10 @@ class SEEMModel(nn.Module):
             None if f8 is None else f8.expand(c, -1, -1, -1),
         )
         cfg = self.config.refiner
-        if prev4 is None and labels.numel() == 1 and int(labels[0]) == 1 and cfg.first_click_reach > 0:
-            x, y = (float(v) for v in coords.reshape(-1, 2)[0])
-            refined = damp_far_correction(
-                out[win], refined, (x - x0, y - y0), cfg.first_click_reach, cfg.first_click_far_weight
-            )
+        given = coords.reshape(-1, 2)[(labels == 0) | (labels == 1)].float()
+        if cfg.reach > 0 and cfg.far_weight < 1 and given.numel():
+            local = given - torch.tensor([x0, y0], dtype=given.dtype, device=given.device)
+            refined = damp_far_correction(out[win], refined, local, cfg.reach, cfg.far_weight)
         out[win] = refined
         frac = self.config.refiner.min_region
         return torch.stack([clean_regions(o, coords, labels, frac) for o in out[:, 0]])
@@ -292,8 +290,8 @@ class SEEMModel(nn.Module):
 
     def set_refiner(self, refiner: ClickRefiner | None) -> None:
         """Give the model a click refiner (trained apart, ``seem.train.refiner``) or remove it; the config follows,
-        so ``save_pretrained`` writes it: the refiner's own config, except the model's inference settings of a first
-        click (``first_click_reach``, ``first_click_far_weight``), which stay as they were."""
+        so ``save_pretrained`` writes it: the refiner's own config, except the model's inference settings ``reach``
+        and ``far_weight`` (how far from the clicks the correction counts in full), which stay as they were."""
         if refiner is not None and not isinstance(refiner, ClickRefiner):
             raise TypeError(f"refiner must be a ClickRefiner or None, got {type(refiner).__name__}")
         dim = self.config.pixel_decoder.mask_dim
@@ -306,9 +304,7 @@ class SEEMModel(nn.Module):
         self._folded_refiner = None
         old = self.config.refiner
         cfg = ClickRefinerConfig() if refiner is None else dataclasses.replace(refiner.cfg, enabled=True)
-        cfg = dataclasses.replace(
-            cfg, first_click_reach=old.first_click_reach, first_click_far_weight=old.first_click_far_weight
-        )
+        cfg = dataclasses.replace(cfg, reach=old.reach, far_weight=old.far_weight)
         self.config = dataclasses.replace(self.config, refiner=cfg)
 
     def prepare_decoder(self, features: ImageFeatures) -> ImageFeatures:
