@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -139,11 +140,15 @@ def damp_far_correction(base: Tensor, refined: Tensor, clicks_xy: Tensor, reach:
     pixels of any of the clicks ``clicks_xy [N, 2]`` (x, y in the same pixel frame as the maps), ``far_weight``
     farther from all of them."""
     h, w = refined.shape[-2:]
-    ys = torch.arange(h, device=refined.device, dtype=torch.float32)[:, None]
-    xs = torch.arange(w, device=refined.device, dtype=torch.float32)[None, :]
+    xy = clicks_xy.reshape(-1, 2).to(device=refined.device, dtype=torch.float32)
+    dy2 = (torch.arange(h, device=refined.device, dtype=torch.float32)[None, :] - xy[:, 1:]) ** 2  # [N, H]
+    dx2 = (torch.arange(w, device=refined.device, dtype=torch.float32)[None, :] - xy[:, :1]) ** 2  # [N, W]
     near = torch.zeros(h, w, dtype=torch.bool, device=refined.device)
-    for x, y in clicks_xy.reshape(-1, 2).tolist():
-        near |= (ys - y) ** 2 + (xs - x) ** 2 <= reach * reach
+    for i, (x, y) in enumerate(xy.tolist()):  # each click marks only the box around its disk
+        y0, y1 = max(0, math.floor(y - reach)), min(h, math.ceil(y + reach) + 1)
+        x0, x1 = max(0, math.floor(x - reach)), min(w, math.ceil(x + reach) + 1)
+        if y0 < y1 and x0 < x1:
+            near[y0:y1, x0:x1] |= dy2[i, y0:y1, None] + dx2[i, None, x0:x1] <= reach * reach
     weight = torch.where(near, 1.0, far_weight).to(refined.dtype)
     return base + weight * (refined - base)
 
