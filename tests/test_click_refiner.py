@@ -331,6 +331,39 @@ def test_prev_mask_channel_starts_neutral_and_is_read(refined_model: SEEMModel) 
     assert a.shape == b.shape == (1, 64, 96) and not torch.allclose(a, b)
 
 
+def test_correct_previous_starts_from_the_previous_round_and_trains_on_swapped_rounds(
+    refined_model: SEEMModel,
+) -> None:
+    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1), prev_mask=True)).eval()
+    net.cfg = dataclasses.replace(net.cfg, correct_previous=True, min_region=0.0)  # head zero: no correction
+    refined_model.set_refiner(net)
+    canvas = torch.randn(1, 3, 64, 96)
+    decoder4, prev4 = torch.full((1, 16, 24), -3.0), torch.full((16, 24), -3.0)
+    decoder4[0, 4:12, 4:10] = 3.0  # the decoder's mask: left; the previous round's: right
+    prev4[4:12, 14:20] = 3.0
+    coords, labels = torch.tensor([[40.0, 30.0]]), torch.tensor([1])
+    with torch.no_grad():
+        first = refined_model.refine_clicks(canvas, decoder4, coords, labels)
+        later = refined_model.refine_clicks(canvas, decoder4, coords, labels, prev4)
+    up = F.interpolate(torch.stack([decoder4[0], prev4])[:, None], size=(64, 96), mode="bilinear")[:, 0]
+    assert torch.equal(first[0] > 0, up[0] > 0), "a first round corrects the decoder's mask"
+    assert torch.equal(later[0] > 0, up[1] > 0), "a later round corrects the previous round's mask"
+    with pytest.raises(ValueError, match=r"correct_previous needs refiner\.prev_mask"):
+        ClickRefinerConfig(enabled=True, correct_previous=True)
+    # training batches swap the two where an example has a previous mask, as refine_clicks does
+    rng = np.random.default_rng(0)
+    img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    masks = np.stack([_disk(64, 64, 32, 32, 14), _disk(64, 64, 20, 20, 8)])
+    pool = [PoolImage(img, np.packbits(masks), 2)]
+    plain = make_batch(np.random.default_rng(3), pool, 8, 64, 3, prev_mask=True)
+    swapped = make_batch(np.random.default_rng(3), pool, 8, 64, 3, prev_mask=True, correct_previous=True)
+    has_prev = plain[4].flatten(1).amax(1) > NO_PREV / 2
+    assert has_prev.any() and (~has_prev).any()
+    torch.testing.assert_close(swapped[1][has_prev], plain[4][has_prev])
+    torch.testing.assert_close(swapped[4][has_prev], plain[1][has_prev])
+    torch.testing.assert_close(swapped[1][~has_prev], plain[1][~has_prev])
+
+
 def test_prototype_maps_compare_every_position_to_the_clicked_features() -> None:
     feats = torch.zeros(1, 4, 6, 8)
     feats[0, 0, :, :4] = 2.0  # left half: feature e0, right half: e1
@@ -392,6 +425,42 @@ def test_feature_input_starts_neutral_is_read_and_is_required(refined_model: SEE
     seg.refine_clicks = False
     plain, _, _ = seg.predict(np.array([[172.0, 112.0]]), np.array([1]), multimask_output=False)
     assert (masks != plain).any(), "the predictor runs such a refiner with the image's features"
+
+
+def test_context_stage_starts_neutral_sees_farther_and_folds(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1))).eval()
+    with torch.no_grad():
+        net.head.weight.normal_(0, 0.5)
+    image, coarse, clicks = torch.randn(1, 3, 32, 512), torch.randn(1, 1, 32, 512), torch.zeros(1, 2, 32, 512)
+    clicks[:, 0, 12:18, 10:16] = 1
+    far = image.clone()
+    far[..., 224:] = torch.randn(1, 3, 32, 288)  # a change 200+ px from the first 32 columns
+    wide = net.with_context(4).eval()
+    assert wide.cfg.context_blocks == 4 and wide.context is not None
+    with torch.no_grad():
+        base = net(image, coarse, clicks)
+        torch.testing.assert_close(wide(image, coarse, clicks), base)  # zero projection: the same refiner
+        torch.testing.assert_close(net(far, coarse, clicks)[..., :32], base[..., :32]), "out of the net's reach"
+        for m in wide.context.modules():  # a trained-looking context stage
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.normal_(0, 0.5)
+        near, moved = wide(image, coarse, clicks), wide(far, coarse, clicks)
+    assert (near[..., :32] - moved[..., :32]).abs().max() > 1e-3, "the context stage sees 200 px farther"
+    with torch.no_grad():  # BatchNorm folding keeps the function; saving keeps the stage
+        for bn in (m for m in wide.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+        torch.testing.assert_close(fold_batchnorm(wide)(image, coarse, clicks), wide(image, coarse, clicks))
+    save_refiner(wide, tmp_path / "r.safetensors")
+    back = load_refiner(tmp_path / "r.safetensors")
+    assert back.cfg.context_blocks == 4
+    with torch.no_grad():
+        torch.testing.assert_close(back(image, coarse, clicks), wide(image, coarse, clicks))
+    with pytest.raises(ValueError, match="already has a context stage"):
+        wide.with_context(2)
+    with pytest.raises(ValueError, match="context_blocks must be >= 0"):
+        ClickRefinerConfig(enabled=True, context_blocks=-1)
 
 
 def test_stride8_features_of_a_window_are_a_slice_of_the_whole_canvas() -> None:

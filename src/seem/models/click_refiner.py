@@ -21,6 +21,9 @@ Inputs, all on the model's padded input canvas ``[H, W]`` (``ImageGeometry.padde
   three similarity maps (``prototype_maps``: each position's cosine similarity to the mean feature under the
   positive clicks, under the negative clicks and under the coarse mask).
 
+With ``ClickRefinerConfig.context_blocks`` a stride-16 stage reads the stride-8 map and adds what it sees in a
+wider window (~500 px) back to it.
+
 Output: logits ``[B, 1, H, W]`` = ``clamp(coarse, ±coarse_clamp)`` + a learned correction (predicted at stride 2,
 upsampled bilinearly).
 """
@@ -58,9 +61,18 @@ class ClickRefinerConfig:
     prev_mask: bool = False
     """Read the previous round's mask as a 7th input channel (``ClickRefiner.with_prev_mask`` adds it to a
     refiner trained without it, as a zero-weight channel)."""
+    correct_previous: bool = False
+    """From the second round on, correct the previous round's mask (the memory prompt, upsampled) and read the
+    decoder's new mask in the previous-mask channel: the two swap places (needs ``prev_mask``). A small decoder's
+    mask hardly improves with corrective clicks; the previous round's refined mask is the better start."""
     feature_dim: int = 0
     """Channels ``D`` of the model's stride-4 mask features the refiner reads (pooled to stride 8; see the module
     docstring); 0: none. ``ClickRefiner.with_features`` adds them to a refiner trained without, with zero weights."""
+    context_blocks: int = 0
+    """Inverted-residual blocks of a stride-16 context stage (dilations 1, 2, 4, 8 cycling; 0: none). It reads the
+    stride-8 map, sees a window about four times wider (~500 px) and adds its output, projected and upsampled, back
+    to the stride-8 map before the stride-8 blocks. ``ClickRefiner.with_context`` adds it to a refiner trained
+    without, with a zero output projection."""
     reach: float = 0.0
     """Inference only. The refiner's correction counts in full within this many canvas pixels of a click and ×
     ``far_weight`` farther from every click (``damp_far_correction``); 0: in full everywhere. The net sees colour in
@@ -74,6 +86,10 @@ class ClickRefinerConfig:
             raise ValueError(f"refiner.reach must be >= 0 (canvas pixels), got {self.reach}")
         if not 0.0 <= self.far_weight <= 1.0:
             raise ValueError(f"refiner.far_weight must be in [0, 1], got {self.far_weight}")
+        if self.correct_previous and not self.prev_mask:
+            raise ValueError("refiner.correct_previous needs refiner.prev_mask (the decoder's mask takes that channel)")
+        if self.context_blocks < 0:
+            raise ValueError(f"refiner.context_blocks must be >= 0, got {self.context_blocks}")
 
 
 def click_maps(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: int) -> Tensor:
@@ -230,6 +246,13 @@ class ClickRefiner(nn.Module):
             self.feat_in = nn.Conv2d(cfg.feature_dim + 3, c8, 1)
             nn.init.zeros_(self.feat_in.weight)
             nn.init.zeros_(_need_bias(self.feat_in))
+        self.context: nn.Sequential | None = None
+        if cfg.context_blocks:
+            ctx = [_InvertedResidual(c8, cfg.expand, dil[i % 4]) for i in range(cfg.context_blocks)]
+            out = nn.Conv2d(c8, c8, 1)
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(_need_bias(out))
+            self.context = nn.Sequential(_conv_bn(c8, c8, 2), *ctx, out)
         self.up4: nn.Module = _fuse(c8 + c4, c4)  # a _SplitFuse in the inference copy (fold_batchnorm)
         self.up2: nn.Module = _fuse(c4 + c2, c2)
         self.head = nn.Conv2d(c2, 1, 1)
@@ -271,6 +294,8 @@ class ClickRefiner(nn.Module):
             g = _resize(feats.to(f8.dtype), f8)
             sims = prototype_maps(g, clicks, parts[1]).to(f8.dtype)
             f8 = f8 + self.feat_in(torch.cat([g, sims], 1))
+        if self.context is not None:
+            f8 = f8 + _resize(self.context(f8), f8)
         f8 = self.blocks8(f8)
         y = _merge(self.up4, f8, f4)
         y = _merge(self.up2, y, f2)
@@ -298,6 +323,20 @@ class ClickRefiner(nn.Module):
         new = ClickRefiner(dataclasses.replace(self.cfg, feature_dim=dim))
         missing, unexpected = new.load_state_dict(self.state_dict(), strict=False)
         if unexpected or set(missing) != {"feat_in.weight", "feat_in.bias"}:  # pragma: no cover - layout contract
+            raise RuntimeError(f"unexpected layout: missing {missing}, unexpected {unexpected}")
+        return new.train(self.training)
+
+    def with_context(self, blocks: int) -> ClickRefiner:
+        """A copy with a stride-16 context stage of ``blocks`` blocks (``context_blocks``) whose output projection
+        is zero: it gives the same output as this refiner until trained further (``seem train-refiner --init ...
+        --context N``)."""
+        if self.cfg.context_blocks:
+            raise ValueError(f"this refiner already has a context stage ({self.cfg.context_blocks} blocks)")
+        if blocks <= 0:
+            raise ValueError(f"blocks must be positive, got {blocks}")
+        new = ClickRefiner(dataclasses.replace(self.cfg, context_blocks=blocks))
+        missing, unexpected = new.load_state_dict(self.state_dict(), strict=False)
+        if unexpected or not all(k.startswith("context.") for k in missing):  # pragma: no cover - layout contract
             raise RuntimeError(f"unexpected layout: missing {missing}, unexpected {unexpected}")
         return new.train(self.training)
 

@@ -238,6 +238,8 @@ class SEEMModel(nn.Module):
         ):
             got = None if features is None else tuple(features.shape)
             raise ValueError(f"this refiner reads the image's mask features [1, D, {hp // 4}, {wp // 4}], got {got}")
+        if prev is not None and self.config.refiner.correct_previous:  # correct the previous round's mask
+            coarse, prev = prev.contiguous(), coarse
         fg = coarse > 0 if prev is None else (coarse > 0) | (prev > 0)
         y0, y1, x0, x1 = _refine_window(fg, coords, (hp, wp))
         out = coarse.clamp(-self.config.refiner.coarse_clamp, self.config.refiner.coarse_clamp)

@@ -25,6 +25,7 @@ steps; ``scripts/make_default_model.py --refiner runs/refiner/refiner.safetensor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -439,13 +440,16 @@ def make_batch(
     real_frac: float = 0.5,
     prev_mask: bool = False,
     features: Sequence[np.ndarray] | None = None,
+    correct_previous: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """``(image [B, 3, S, S] normalised, coarse [B, 1, S, S], clicks [B, 2, S, S], target [B, 1, S, S], prev
     [B, 1, S, S], feats [B, D, S / 8, S / 8] or None)``: a ``real_frac`` share from recorded ``rollouts`` (if any),
     the rest simulated. ``coarse`` and ``prev`` are logits (``prev = NO_PREV`` where there is no previous mask;
     simulated examples get one only with ``prev_mask``, which leaves the random draws of a refiner without that
     input as they were). ``features``: the pool's stride-8 features (``pool_features``) for a refiner with
-    ``feature_dim``; crops then start on multiples of 8."""
+    ``feature_dim``; crops then start on multiples of 8. ``correct_previous``: where an example has a previous
+    mask, it becomes ``coarse`` and the decoder's mask ``prev`` (as ``refine_clicks`` swaps them for such a
+    refiner)."""
     mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(PIXEL_STD).view(3, 1, 1)
     ims: list[Tensor] = []
@@ -471,6 +475,8 @@ def make_batch(
             coarse = simulate_coarse(rng, gt, others)
             coords, labels = simulate_clicks(rng, gt, coarse)
             prev = _simulated_prev(rng, coarse) if prev_mask else np.full_like(coarse, NO_PREV)
+        if correct_previous and float(prev.max()) > NO_PREV / 2:
+            coarse, prev = prev, coarse
         ims.append((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)
         coarses.append(torch.from_numpy(coarse)[None])
         clicks.append(click_maps(torch.from_numpy(coords), torch.from_numpy(labels), (size, size), radius))
@@ -577,6 +583,7 @@ def train_refiner(
             real_frac,
             model.cfg.prev_mask,
             features if model.cfg.feature_dim else None,
+            model.cfg.correct_previous,
         )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(image, coarse, clicks, prev, feats)
@@ -635,6 +642,18 @@ def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the refiner also reads --model's per-pixel features (added to an --init refiner with zero weights)",
     )
+    p.add_argument(
+        "--correct-previous",
+        action="store_true",
+        help="from the second round on, correct the previous round's mask and read the decoder's (needs --prev-mask)",
+    )
+    p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        metavar="N",
+        help="give the refiner a stride-16 context stage of N blocks (added to an --init refiner with a zero output)",
+    )
 
 
 def run_refiner(args: argparse.Namespace) -> int:
@@ -650,6 +669,10 @@ def run_refiner(args: argparse.Namespace) -> int:
         return 2
     if args.rollouts and init is None:
         print("seem train-refiner: --rollouts needs --init (the refiner the interactions run with)", file=sys.stderr)
+        return 2
+    fix = args.correct_previous or (init is not None and init.cfg.correct_previous)
+    if fix and not (args.prev_mask or (init is not None and init.cfg.prev_mask)):
+        print("seem train-refiner: --correct-previous needs --prev-mask", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     pool = build_pool(build_sources(cfg), short_side=args.short_side, seed=args.seed)
@@ -682,8 +705,14 @@ def run_refiner(args: argparse.Namespace) -> int:
         seed=args.seed,
         save_every=args.save_every,
         bf16=not args.fp32,
-        init=None if init is None else _trainable(load_refiner(args.init), args.prev_mask, dim),
-        cfg=ClickRefinerConfig(enabled=True, prev_mask=args.prev_mask, feature_dim=dim),
+        init=None if init is None else _trainable(load_refiner(args.init), args.prev_mask, dim, args.context, fix),
+        cfg=ClickRefinerConfig(
+            enabled=True,
+            prev_mask=args.prev_mask,
+            feature_dim=dim,
+            context_blocks=args.context,
+            correct_previous=fix,
+        ),
         rollouts=rollouts,
         real_frac=args.real_frac,
         features=features,
@@ -691,13 +720,20 @@ def run_refiner(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trainable(refiner: ClickRefiner, prev_mask: bool, feature_dim: int = 0) -> ClickRefiner:
-    """``refiner`` in training mode, given the previous-mask channel if ``prev_mask`` asks for it and the feature
-    input if ``feature_dim`` does."""
+def _trainable(
+    refiner: ClickRefiner, prev_mask: bool, feature_dim: int = 0, context: int = 0, correct_previous: bool = False
+) -> ClickRefiner:
+    """``refiner`` in training mode, given the previous-mask channel if ``prev_mask`` asks for it, the feature
+    input if ``feature_dim`` does, a context stage of ``context`` blocks if it has none, and set to correct the
+    previous round's mask if ``correct_previous`` asks for it."""
     if prev_mask and not refiner.cfg.prev_mask:
         refiner = refiner.with_prev_mask()
     if feature_dim and not refiner.cfg.feature_dim:
         refiner = refiner.with_features(feature_dim)
+    if context and not refiner.cfg.context_blocks:
+        refiner = refiner.with_context(context)
+    if correct_previous and not refiner.cfg.correct_previous:
+        refiner.cfg = dataclasses.replace(refiner.cfg, correct_previous=True)
     return refiner.train()
 
 
