@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model in one command, from registry packages and ../shared/data (about 5 h on a 2-core CPU):
+# The default model in one command, from registry packages and ../shared/data (about 6 h on a 2-core CPU):
 #   scripts/train_default_model.sh [OUT_DIR]      the model: OUT_DIR/model (copy it to src/seem/weights/default)
 # One run of configs/default_model.yaml (same schedule, optimizer state and data order throughout), continued from
 # its own checkpoints with other prompt settings, exactly as the shipped model was made:
@@ -27,7 +27,8 @@ seem train configs/default_model.yaml --set "output_dir=$out" --set prompts.leve
 # half of each batch comes from real interactions of the model (read as it ships: make_default_model.py sets its
 # input size and rules) with the refiner of the round before (DAgger); from v4 on the refiner also reads the previous
 # round's mask, v5 leaves out first clicks whose decoder mask is another region than the target, v6 and v7 read the
-# model's features. Then the model is made again with the refiner in it.
+# model's features, v8 sees a wider window (a stride-16 context stage). Then the model is made again with the
+# refiner in it.
 python -m seem.train.refiner --data configs/default_model.yaml --out "$out/refiner_v1" --steps 5000
 python scripts/make_default_model.py "$out/final" --out "$out/model"
 refine() {  # refine VERSION INIT_VERSION SEED ROLLOUTS STEPS [OPTIONS...]
@@ -42,4 +43,6 @@ refine v5 v4 3 600 1500 --prev-mask --min-first-iou 0.5
 # recorded round of it (an --init refiner with features keeps reading them).
 refine v6 v5 4 600 1500 --prev-mask --min-first-iou 0.5 --features
 refine v7 v6 5 600 1500 --prev-mask --min-first-iou 0.5
-python scripts/make_default_model.py "$out/final" --out "$out/model" --refiner "$out/refiner_v7/refiner.safetensors"
+# v8 adds a stride-16 context stage (--context 4: zero output at first, so it starts as v7) and learns on 320² crops
+refine v8 v7 6 600 1500 --prev-mask --min-first-iou 0.5 --context 4 --size 320
+python scripts/make_default_model.py "$out/final" --out "$out/model" --refiner "$out/refiner_v8/refiner.safetensors"
