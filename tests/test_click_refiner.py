@@ -42,6 +42,15 @@ from seem.train.refiner import (
 )
 
 
+def _small_refiner() -> ClickRefiner:
+    """A tiny refiner in eval mode whose correction depends on its inputs (a random head; seed 0)."""
+    torch.manual_seed(0)
+    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1))).eval()
+    with torch.no_grad():
+        net.head.weight.normal_(0, 0.5)
+    return net
+
+
 def _disk(h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
     yy, xx = np.mgrid[:h, :w]
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
@@ -302,10 +311,7 @@ def test_folded_batchnorm_gives_the_same_masks_and_follows_weight_changes(refine
 
 
 def test_prev_mask_channel_starts_neutral_and_is_read(refined_model: SEEMModel) -> None:
-    torch.manual_seed(0)
-    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1))).eval()
-    with torch.no_grad():
-        net.head.weight.normal_(0, 0.5)  # a refiner whose correction depends on its inputs
+    net = _small_refiner()
     image, coarse, clicks = torch.randn(2, 3, 48, 64), torch.randn(2, 1, 48, 64), torch.zeros(2, 2, 48, 64)
     prev = torch.randn(2, 1, 48, 64) * 4
     wide = net.with_prev_mask().eval()
@@ -381,10 +387,7 @@ def test_prototype_maps_compare_every_position_to_the_clicked_features() -> None
 
 
 def test_feature_input_starts_neutral_is_read_and_is_required(refined_model: SEEMModel) -> None:
-    torch.manual_seed(0)
-    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1))).eval()
-    with torch.no_grad():
-        net.head.weight.normal_(0, 0.5)
+    net = _small_refiner()
     image, coarse, clicks = torch.randn(2, 3, 48, 64), torch.randn(2, 1, 48, 64), torch.zeros(2, 2, 48, 64)
     clicks[:, 0, 10:14, 10:14] = 1
     d = refined_model.config.pixel_decoder.mask_dim
@@ -428,10 +431,7 @@ def test_feature_input_starts_neutral_is_read_and_is_required(refined_model: SEE
 
 
 def test_context_stage_starts_neutral_sees_farther_and_folds(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    net = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1))).eval()
-    with torch.no_grad():
-        net.head.weight.normal_(0, 0.5)
+    net = _small_refiner()
     image, coarse, clicks = torch.randn(1, 3, 32, 512), torch.randn(1, 1, 32, 512), torch.zeros(1, 2, 32, 512)
     clicks[:, 0, 12:18, 10:16] = 1
     far = image.clone()

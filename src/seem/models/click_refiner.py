@@ -320,11 +320,7 @@ class ClickRefiner(nn.Module):
             raise ValueError(f"this refiner already reads {self.cfg.feature_dim}-channel features")
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
-        new = ClickRefiner(dataclasses.replace(self.cfg, feature_dim=dim))
-        missing, unexpected = new.load_state_dict(self.state_dict(), strict=False)
-        if unexpected or set(missing) != {"feat_in.weight", "feat_in.bias"}:  # pragma: no cover - layout contract
-            raise RuntimeError(f"unexpected layout: missing {missing}, unexpected {unexpected}")
-        return new.train(self.training)
+        return self._grown("feat_in.", feature_dim=dim)
 
     def with_context(self, blocks: int) -> ClickRefiner:
         """A copy with a stride-16 context stage of ``blocks`` blocks (``context_blocks``) whose output projection
@@ -334,9 +330,14 @@ class ClickRefiner(nn.Module):
             raise ValueError(f"this refiner already has a context stage ({self.cfg.context_blocks} blocks)")
         if blocks <= 0:
             raise ValueError(f"blocks must be positive, got {blocks}")
-        new = ClickRefiner(dataclasses.replace(self.cfg, context_blocks=blocks))
+        return self._grown("context.", context_blocks=blocks)
+
+    def _grown(self, module: str, **changes: int) -> ClickRefiner:
+        """A copy built with the config ``changes``, this refiner's weights loaded into it: only the parameters of
+        the new ``module`` (key prefix) keep their initialisation (a zero output, so the same function)."""
+        new = ClickRefiner(dataclasses.replace(self.cfg, **changes))  # type: ignore[arg-type]
         missing, unexpected = new.load_state_dict(self.state_dict(), strict=False)
-        if unexpected or not all(k.startswith("context.") for k in missing):  # pragma: no cover - layout contract
+        if unexpected or not missing or not all(k.startswith(module) for k in missing):  # pragma: no cover
             raise RuntimeError(f"unexpected layout: missing {missing}, unexpected {unexpected}")
         return new.train(self.training)
 
