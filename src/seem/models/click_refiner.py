@@ -64,7 +64,7 @@ class ClickRefinerConfig:
     correct_previous: bool = False
     """From the second round on, correct the previous round's mask (the memory prompt, upsampled) and read the
     decoder's new mask in the previous-mask channel: the two swap places (needs ``prev_mask``). A small decoder's
-    mask hardly improves with corrective clicks; the previous round's refined mask is the better start."""
+    mask hardly improves with corrective clicks; the previous round's refined mask is a natural start."""
     feature_dim: int = 0
     """Channels ``D`` of the model's stride-4 mask features the refiner reads (pooled to stride 8; see the module
     docstring); 0: none. ``ClickRefiner.with_features`` adds them to a refiner trained without, with zero weights."""
