@@ -121,6 +121,8 @@ def measure(
                 seg.features, class_embeddings=vocab, logit_scale=seg.model.logit_scale, object_queries=False
             )
             inputs.spatial = spatial
+            if seg.model.refiner is not None and seg.refine_clicks:  # a refined click exits the decoder early
+                inputs.layers = seg.model.config.inference.click_decoder_layers
             with torch.no_grad(), decoder_ctx:
                 return seg.model.decode(inputs)
 

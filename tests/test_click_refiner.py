@@ -25,7 +25,7 @@ from seem.models.click_refiner import (
 )
 from seem.models.seem_model import SEEMModel
 from seem.predictor import Segmenter
-from seem.prompts import Points, PromptSet
+from seem.prompts import Box, Points, PromptSet
 from seem.samples import sample_image
 from seem.train.config import tiny_seem_config
 from seem.train.refiner import (
@@ -175,6 +175,50 @@ def test_predictor_refines_the_selected_click_mask(refined_model: SEEMModel, one
     assert [lv.mask.sum() for lv in levels] == [
         lv.mask.sum() for lv in seg.segment_levels(PromptSet(points=Points(pts, labels)))
     ], "granularity levels are the decoder's own"
+
+
+def test_refined_clicks_exit_the_decoder_early(refined_model: SEEMModel, one_torch_thread: None) -> None:
+    """``InferenceConfig.click_decoder_layers``: a click whose one mask the refiner corrects runs that many decoder
+    layers (the default model: 3); more candidates, granularity levels, boxes and unrefined clicks run them all."""
+    model = refined_model
+    seen: list[int | None] = []
+    decode = model.decode
+
+    def spy(inputs, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(inputs.layers)
+        return decode(inputs, *args, **kwargs)
+
+    model.decode = spy  # type: ignore[method-assign]
+    model.config = dataclasses.replace(
+        model.config, inference=dataclasses.replace(model.config.inference, click_decoder_layers=1)
+    )
+    seg = Segmenter(model, progress=False, cache_dir=False)
+    seg.set_image(sample_image("chelsea"))
+    click = PromptSet(points=Points([[172.0, 112.0]]))
+    [early] = seg.segment(click, labels=False)
+    seg.predict(np.array([[172.0, 112.0]]), np.array([1]), multimask_output=False)
+    seg.predict(np.array([[172.0, 112.0]]), np.array([1]), multimask_output=True)
+    seg.segment_levels(click, labels=False)
+    seg.segment(PromptSet(boxes=[Box([100.0, 60.0, 250.0, 180.0])]), labels=False)
+    seg.refine_clicks = False
+    seg.segment(click, labels=False)
+    assert seen == [1, 1, None, None, None, None]
+    total = model.config.decoder.num_layers
+    model.config = dataclasses.replace(
+        model.config, inference=dataclasses.replace(model.config.inference, click_decoder_layers=total + 1)
+    )
+    seg.refine_clicks = True
+    with pytest.raises(
+        ValueError, match=rf"click_decoder_layers must be None or an int in \[0, {total}\], got {total + 1}"
+    ):
+        seg.segment(click, labels=False)
+    # the same mask as the refiner behind a decoder cut to its first layer
+    model.config = dataclasses.replace(
+        model.config, inference=dataclasses.replace(model.config.inference, click_decoder_layers=None)
+    )
+    model.decoder.cfg = dataclasses.replace(model.decoder.cfg, num_layers=1)
+    [cut] = seg.segment(click, labels=False)
+    np.testing.assert_array_equal(early.mask, cut.mask)
 
 
 def test_set_refiner_rejects_other_modules() -> None:

@@ -465,6 +465,39 @@ def test_final_only_gives_the_final_prediction_alone() -> None:
     assert float((m1 & m2).sum()) / max(1.0, float((m1 | m2).sum())) > 0.95
 
 
+def test_early_exit_gives_that_layers_prediction() -> None:
+    """``DecoderInputs.layers = n`` (the default model's refined clicks): the final outputs are the prediction after
+    layer ``n`` of a full run (the heads that supervise every layer in training), memory prompt included; values
+    outside ``[0, num_layers]`` are refused."""
+    dec = _random_decoder()
+    feats = _random_features()
+    pos = torch.zeros(1, 128, 160, dtype=torch.bool)
+    pos[0, 30:60, 40:80] = True
+    prev = torch.randn(1, 32, 40)
+    vocab = torch.nn.functional.normalize(torch.randn(4, 32), dim=-1)
+    kw: dict[str, Any] = {
+        "spatial": SpatialPrompts(pos),
+        "class_embeddings": vocab,
+        "logit_scale": torch.tensor(2.0),
+        "prev_mask": prev,
+    }
+    with torch.inference_mode():
+        full = dec(DecoderInputs(feats, **kw))
+        for n in range(dec.cfg.num_layers + 1):
+            early = dec(DecoderInputs(feats, final_only=True, layers=n, **kw))
+            a, b = full.predictions[n].spatial, early.final.spatial
+            assert a is not None and b is not None and a.class_logits is not None and b.class_logits is not None
+            torch.testing.assert_close(b.mask_logits, a.mask_logits)
+            torch.testing.assert_close(b.class_logits, a.class_logits)
+        last = dec(DecoderInputs(feats, final_only=True, layers=dec.cfg.num_layers, **kw))
+    assert full.final.spatial is not None and last.final.spatial is not None
+    assert torch.equal(full.final.spatial.mask_logits, last.final.spatial.mask_logits)
+    assert not torch.allclose(full.predictions[1].spatial.mask_logits, full.final.spatial.mask_logits)
+    for bad, err in ((-1, ValueError), (dec.cfg.num_layers + 1, ValueError), (1.0, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="layers must"):
+            dec(DecoderInputs(feats, layers=bad, **kw))
+
+
 def test_low_precision_weight_cache() -> None:
     """Under bf16 autocast the layer weights are cast once and kept: the same results as autocast casting them
     on every call, reused across calls and autocast contexts, rebuilt when a weight changes, unused otherwise."""

@@ -562,11 +562,11 @@ class Segmenter:
                     results[i] = r
             for i, p in enumerate(preps):
                 if p.kind == "reference":
-                    results[i] = self._run_one(p, mems[i], vocab, None, max_candidates)
+                    results[i] = self._run_one(p, mems[i], vocab, None, max_candidates, refine)
         else:
             per = _per_object_draws(draws, n)
             for i, p in enumerate(preps):
-                results[i] = self._run_one(p, mems[i], vocab, per[i], max_candidates)
+                results[i] = self._run_one(p, mems[i], vocab, per[i], max_candidates, refine)
         if refine:
             results = [
                 None if r is None else self._refined(r, p, m) for r, p, m in zip(results, preps, mems, strict=True)
@@ -574,10 +574,18 @@ class Segmenter:
         return [r for r in results if r is not None], vocab
 
     def _run_one(
-        self, p: _Prepared, mem: Tensor | None, vocab: Vocabulary | None, draws: DecoderDraws | None, k: int
+        self,
+        p: _Prepared,
+        mem: Tensor | None,
+        vocab: Vocabulary | None,
+        draws: DecoderDraws | None,
+        k: int,
+        refine: bool = False,
     ) -> _ObjectResult:
         inputs = self._prompted_inputs(vocab, draws)
         v1 = self.variant == "v1"
+        if refine and k == 1 and self._refines(p):
+            inputs.layers = self._click_decoder_layers()
         if p.spatial is not None:
             inputs.spatial = p.spatial
         if p.reference is not None and (not v1 or p.spatial is None):
@@ -688,7 +696,7 @@ class Segmenter:
         prompts without points, fitted boxes."""
         st = self._require()
         pts = p.prompts.points
-        if not self.refine_clicks or st.canvas is None or pts is None or p.kind != "visual" or res.clip_box:
+        if pts is None or st.canvas is None or not self._refines(p) or res.clip_box:
             return res
         c = res.candidates[0]
         coords = torch.from_numpy(st.geometry.canvas_pixels(pts.coords)).to(self.device)
@@ -697,6 +705,22 @@ class Segmenter:
         c.canvas_logits = out
         c.logits4 = F.avg_pool2d(out[None, None], 4)[0, 0].to(c.logits4.dtype)
         return res
+
+    def _refines(self, p: _Prepared) -> bool:
+        """Whether the click refiner corrects the selected mask of ``p`` (a visual prompt with points, a model
+        with a refiner, ``refine_clicks`` on)."""
+        st = self._require()
+        return self.refine_clicks and st.canvas is not None and p.prompts.points is not None and p.kind == "visual"
+
+    def _click_decoder_layers(self) -> int | None:
+        """``InferenceConfig.click_decoder_layers`` of the model, checked against its decoder's layers."""
+        n = self.model.config.inference.click_decoder_layers
+        total = self.model.config.decoder.num_layers
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= total):
+            raise ValueError(
+                f"model config inference.click_decoder_layers must be None or an int in [0, {total}], got {n!r}"
+            )
+        return n
 
     def _box_fit(self, logits4: Tensor, box: tuple[float, float, float, float]) -> tuple[Tensor, Tensor]:
         """``box_rule == "fit"``: ``(box IoU [Q], logits [Q, H4, W4] set to CLIPPED_LOGIT outside the box)`` for

@@ -188,6 +188,12 @@ class InferenceConfig:
     negative click inside the mask removes the connected region of the mask that holds it, unless that region holds
     a positive click too). The default model uses ``"drop_region"``: it segments look-alike objects together and a
     negative click on one of them hardly changed its output."""
+    click_decoder_layers: int | None = None
+    """Decoder layers ``Segmenter.segment`` runs for a click prompt whose mask the click refiner corrects (one mask
+    asked for; an early exit, ``DecoderInputs.layers``); None = all. The default model uses 3 (one pass over the three
+    feature levels): its refiner does the correcting, and the clicks needed on the tuning set stayed the same at half
+    the decoder's cost (MODELS.md). Other prompts, several candidates (``predict(multimask_output=True)``) and
+    ``segment_levels`` always run every layer."""
 
 
 @dataclass

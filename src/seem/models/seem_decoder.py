@@ -697,6 +697,11 @@ class SEEMDecoder(nn.Module):
                 )
         if inputs.logit_scale is not None and inputs.logit_scale.numel() != 1:
             raise ValueError("logit_scale must be a scalar tensor")
+        layers = inputs.layers
+        if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int)):
+            raise TypeError(f"layers must be an int or None, got {type(layers).__name__}")
+        if layers is not None and not 0 <= layers <= cfg.num_layers:
+            raise ValueError(f"layers must lie in [0, {cfg.num_layers}] (the decoder's layers), got {layers}")
         has_prompt = any(p is not None for p in (inputs.spatial, inputs.grounding, inputs.reference, inputs.prev_mask))
         if has_prompt and b != 1:
             raise ValueError(f"prompts describe one image: a prompted call needs batch size 1, got {b}")
@@ -1176,7 +1181,7 @@ class SEEMDecoder(nn.Module):
             n_heads = c_layout.ranges[MEMORIES_SPATIAL][0]
 
         ce, ls = inputs.class_embeddings, inputs.logit_scale
-        nl = cfg.num_layers
+        nl = cfg.num_layers if inputs.layers is None else inputs.layers  # an early exit runs fewer
         low_precision = self._low_precision_weights(device)
         layer_weights = None if low_precision is None else low_precision.layers
         self_masks: dict[tuple[int, tuple[int, ...] | None], Tensor] = {}

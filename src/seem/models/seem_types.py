@@ -198,6 +198,10 @@ class DecoderInputs:
             attention masks are computed in the autocast dtype (the final heads stay in float32): only their
             sign is used, and reading the mask features in half the bytes is most of a click's saving. Ignored
             on the exact path. Default False (training needs every layer's predictions).
+        layers: run only the first ``layers`` decoder layers (0 … ``num_layers``; None = all): the prediction
+            after layer ``layers`` (made by the same heads that supervise every layer in training) is the final
+            one. An early exit for callers that only need a coarse mask: the default model's clicks, whose mask
+            the click refiner corrects (``InferenceConfig.click_decoder_layers``).
     """
 
     features: ImageFeatures
@@ -211,6 +215,7 @@ class DecoderInputs:
     object_queries: bool | None = None
     exact: bool | None = None
     final_only: bool = False
+    layers: int | None = None
 
 
 def mask_logits_from_embeddings(mask_embeddings: Tensor, mask_features: Tensor) -> Tensor:
