@@ -490,6 +490,13 @@ def test_early_exit_gives_that_layers_prediction() -> None:
             torch.testing.assert_close(b.mask_logits, a.mask_logits)
             torch.testing.assert_close(b.class_logits, a.class_logits)
         last = dec(DecoderInputs(feats, final_only=True, layers=dec.cfg.num_layers, **kw))
+        one = dec(DecoderInputs(feats, final_only=True, layers=1, **kw))
+        assert one.draws.memory_slots is not None and len(one.draws.memory_slots) == 1  # recorded for the layer run
+        replay = dec(DecoderInputs(feats, final_only=True, layers=1, draws=one.draws, **kw))
+        assert one.final.spatial is not None and replay.final.spatial is not None
+        assert torch.equal(one.final.spatial.mask_logits, replay.final.spatial.mask_logits)
+        with pytest.raises(ValueError, match="memory_slots needs one"):
+            dec(DecoderInputs(feats, final_only=True, layers=2, draws=one.draws, **kw))
     assert full.final.spatial is not None and last.final.spatial is not None
     assert torch.equal(full.final.spatial.mask_logits, last.final.spatial.mask_logits)
     assert not torch.allclose(full.predictions[1].spatial.mask_logits, full.final.spatial.mask_logits)

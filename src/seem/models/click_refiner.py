@@ -132,14 +132,16 @@ def clean_regions(logits: Tensor, coords: Tensor, labels: Tensor, min_frac: floa
     lab = labels.cpu().numpy()
     inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
     pos, neg = xy[(lab == 1) & inside], xy[(lab == 0) & inside]
-    n, islands = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+    n, labelled = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+    islands = np.asarray(labelled, dtype=np.int32)  # (no copy: typed for numpy)
     drop = np.zeros(n, dtype=bool)
     if n > 2:  # one island is the whole mask: never below the limit; else count pixels (cheaper than cv2's stats)
         drop = np.bincount(islands.ravel(), minlength=n) < limit
         drop[0] = False  # the background
         drop[islands[pos[:, 1], pos[:, 0]]] = False
     kept = fg & ~np.take(drop, islands) if drop.any() else fg  # most masks: nothing to drop, no pass over pixels
-    n, holes = cv2.connectedComponents((~kept).astype(np.uint8), connectivity=4)
+    n, labelled = cv2.connectedComponents((~kept).astype(np.uint8), connectivity=4)
+    holes = np.asarray(labelled, dtype=np.int32)
     fill = np.ones(n, dtype=bool)
     fill[0] = False  # the mask itself
     fill[np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]])] = False  # touching the border

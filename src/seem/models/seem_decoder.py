@@ -1205,7 +1205,7 @@ class SEEMDecoder(nn.Module):
             mem_blocked = slots = None
             if MEMORIES_SPATIAL in c_layout:
                 assert used.memory_slots is not None
-                slots = self._memory_slots(draws, i, n_prompts).to(device)
+                slots = self._memory_slots(draws, i, n_prompts, nl).to(device)
                 used.memory_slots.append(slots)
                 mem_blocked = memory_blocked[lvl]
                 prompt_index[MEMORIES_SPATIAL] = slots
@@ -1278,12 +1278,15 @@ class SEEMDecoder(nn.Module):
 
         return self._organize(inputs, c_layout, heads, spatial_ref, visual_ref, used)
 
-    def _memory_slots(self, draws: DecoderDraws, layer: int, n_prompts: int) -> Tensor:
+    def _memory_slots(self, draws: DecoderDraws, layer: int, n_prompts: int, layers_run: int) -> Tensor:
         s = self.cfg.spatial_memories
         if draws.memory_slots is None:
             return default_memory_slots(s, n_prompts)
-        if len(draws.memory_slots) != self.cfg.num_layers:
-            raise ValueError(f"memory_slots needs one [{s}] tensor per decoder layer ({self.cfg.num_layers})")
+        if len(draws.memory_slots) not in (self.cfg.num_layers, layers_run):  # an early exit records fewer
+            raise ValueError(
+                f"memory_slots needs one [{s}] tensor per decoder layer ({self.cfg.num_layers}, or the {layers_run} "
+                "layers this call runs)"
+            )
         slots = torch.as_tensor(draws.memory_slots[layer])
         if slots.shape != (s,) or slots.is_floating_point():
             raise ValueError(f"memory_slots[{layer}] must be a long [{s}] tensor, got {tuple(slots.shape)}")
