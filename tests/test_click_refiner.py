@@ -27,6 +27,7 @@ from seem.models.seem_model import SEEMModel
 from seem.predictor import Segmenter
 from seem.prompts import Box, Points, PromptSet
 from seem.samples import sample_image
+from seem.session import InteractiveSession
 from seem.train.config import tiny_seem_config
 from seem.train.refiner import (
     NO_PREV,
@@ -203,11 +204,24 @@ def test_refined_clicks_exit_the_decoder_early(refined_model: SEEMModel, one_tor
     seg.refine_clicks = False
     seg.segment(click, labels=False)
     assert seen == [1, 1, None, None, None, None]
+    # an interactive session decodes its objects jointly: early only when the refiner corrects every one of them
+    seen.clear()
+    seg.refine_clicks = True
+    session = InteractiveSession(seg)
+    first = session.click(172.0, 112.0)
+    second = session.click(120.0, 150.0, positive=False)
+    pair = InteractiveSession(seg, 2)
+    pair.step([click, PromptSet(boxes=[Box([100.0, 60.0, 250.0, 180.0])])])
+    assert seen == [1, 1, None], "a click session exits early; a round with a box in it runs every layer"
+    assert np.array_equal(first.mask, early.mask), "the session's first click is the same as segment()'s"
+    [again] = seg.segment(
+        PromptSet(points=Points([[172.0, 112.0], [120.0, 150.0]], [1, 0])), memory=[first.low_res_logits]
+    )
+    assert np.array_equal(second.mask, again.mask), "and its second round the same as segment() with that memory"
     total = model.config.decoder.num_layers
     model.config = dataclasses.replace(
         model.config, inference=dataclasses.replace(model.config.inference, click_decoder_layers=total + 1)
     )
-    seg.refine_clicks = True
     with pytest.raises(
         ValueError, match=rf"click_decoder_layers must be None or an int in \[0, {total}\], got {total + 1}"
     ):
@@ -276,6 +290,53 @@ def test_clean_regions_removes_specks_and_fills_pinholes_but_keeps_clicked_islan
     assert negative[31, 31] < 0 and negative[6, 61] < 0, "a hole made by a negative click stays open"
     twice = clean_regions(out, coords, labels, 0.02)
     assert torch.equal(twice, out), "a clean mask is left as it is"
+
+
+def _clean_regions_reference(fg: np.ndarray, xy: np.ndarray, lab: np.ndarray, min_frac: float) -> np.ndarray:
+    """The rule of ``clean_regions`` written plainly with scipy over the whole image: the cleaned boolean mask."""
+    from scipy import ndimage
+
+    h, w = fg.shape
+    limit = min_frac * fg.sum()
+    ok = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    out = fg.copy()
+    islands, n = ndimage.label(fg, structure=np.ones((3, 3)))
+    for i in range(1, n + 1):
+        region = islands == i
+        clicked = any(region[y, x] for (x, y), lb in zip(xy[ok], lab[ok], strict=True) if lb == 1)
+        if region.sum() < limit and not clicked:
+            out[region] = False
+    holes, n = ndimage.label(~out)  # 4-connected
+    for i in range(1, n + 1):
+        region = holes == i
+        border = region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any()
+        clicked = any(region[y, x] for (x, y), lb in zip(xy[ok], lab[ok], strict=True) if lb == 0)
+        if region.sum() < limit and not border and not clicked:
+            out[region] = True
+    return out
+
+
+def test_clean_regions_matches_a_plain_reference_on_random_masks() -> None:
+    """Islands and holes anywhere, at the image's border and at the mask's bounding box (which is all that
+    ``clean_regions`` reads), clicks inside and outside the image: the same pixels flip as in a plain scipy version."""
+    g = torch.Generator().manual_seed(3)
+    flips = 0
+    for _ in range(150):
+        h, w = (int(v) for v in torch.randint(12, 90, (2,), generator=g))
+        cell = int(torch.randint(2, 10, (1,), generator=g))
+        blobs = torch.randn(1, 1, h // cell + 1, w // cell + 1, generator=g) + float(torch.randn(1, generator=g))
+        logits = F.interpolate(blobs, size=(h, w), mode="bilinear")[0, 0] + 0.4 * torch.randn(h, w, generator=g)
+        n = int(torch.randint(0, 6, (1,), generator=g))
+        xs, ys = torch.randint(-3, w + 3, (n,), generator=g), torch.randint(-3, h + 3, (n,), generator=g)
+        coords = torch.stack([xs, ys], 1)
+        labels = torch.randint(0, 3, (n,), generator=g)
+        frac = float(torch.rand(1, generator=g)) * 0.2
+        out = clean_regions(logits, coords.float(), labels, frac)
+        want = _clean_regions_reference((logits > 0).numpy(), coords.numpy(), labels.numpy(), frac)
+        np.testing.assert_array_equal((out > 0).numpy(), want)
+        assert torch.equal(out.abs(), logits.abs()), "flipping keeps magnitudes"
+        flips += int(((out > 0) != (logits > 0)).sum())
+    assert flips > 500, "the random masks exercise the cleaning"
 
 
 def test_correction_is_damped_far_from_the_clicks(refined_model: SEEMModel) -> None:

@@ -557,7 +557,7 @@ class Segmenter:
             group = [i for i, p in enumerate(preps) if p.kind != "reference"]
             if group:
                 for i, r in zip(
-                    group, self._run_joint_v1(group, preps, mems, vocab, draws, max_candidates), strict=True
+                    group, self._run_joint_v1(group, preps, mems, vocab, draws, max_candidates, refine), strict=True
                 ):
                     results[i] = r
             for i, p in enumerate(preps):
@@ -608,10 +608,13 @@ class Segmenter:
         vocab: Vocabulary | None,
         draws: DecoderDraws | None,
         k: int,
+        refine: bool = False,
     ) -> list[_ObjectResult]:
         vis = [i for i in group if preps[i].kind == "visual"]
         txt = [i for i in group if preps[i].kind == "text"]
         inputs = self._prompted_inputs(vocab, draws)
+        if refine and k == 1 and vis and not txt and all(self._refines(preps[i]) for i in vis):
+            inputs.layers = self._click_decoder_layers()  # one call for all: only when the refiner corrects each
         if vis:
             pos = torch.cat([_need(preps[i].spatial).pos_masks for i in vis])
             neg = torch.cat([_need(_need(preps[i].spatial).neg_masks) for i in vis])

@@ -118,41 +118,50 @@ def clean_regions(logits: Tensor, coords: Tensor, labels: Tensor, min_frac: floa
     """``logits [H, W]`` with small regions flipped: 8-connected islands of ``logits > 0`` smaller than ``min_frac`` ×
     the mask area that hold no positive click (``coords [N, 2]`` (x, y) pixels, ``labels [N]``) become background,
     4-connected holes (background regions not touching the border) smaller than that which hold no negative click
-    become foreground. Flipping negates the logits, so their magnitudes are kept."""
+    become foreground. Flipping negates the logits, so their magnitudes are kept.
+
+    Only the mask's bounding box grown by one pixel is read (every island and every hole lies in it: a background
+    region touching the box's edge is connected to the background outside, or touches the image's border)."""
     import cv2
     import numpy as np
 
-    fg = (logits > 0).cpu().numpy()
-    area = int(fg.sum())
-    if min_frac <= 0 or area == 0:
+    fg_all = (logits > 0).cpu().numpy()
+    rows, cols = np.flatnonzero(fg_all.any(1)), np.flatnonzero(fg_all.any(0))
+    if min_frac <= 0 or rows.size == 0:
         return logits
-    h, w = fg.shape
-    limit = min_frac * area
-    xy = coords.long().cpu().numpy().reshape(-1, 2)
+    h, w = fg_all.shape
+    y0, y1 = max(0, int(rows[0]) - 1), min(h, int(rows[-1]) + 2)
+    x0, x1 = max(0, int(cols[0]) - 1), min(w, int(cols[-1]) + 2)
+    fg = np.ascontiguousarray(fg_all[y0:y1, x0:x1]).view(np.uint8)  # (bool and uint8 share their bytes)
+    limit = min_frac * cv2.countNonZero(fg)
+    xy = coords.long().cpu().numpy().reshape(-1, 2) - np.array([x0, y0])
     lab = labels.cpu().numpy()
-    inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < x1 - x0) & (xy[:, 1] >= 0) & (xy[:, 1] < y1 - y0)
     pos, neg = xy[(lab == 1) & inside], xy[(lab == 0) & inside]
-    n, labelled = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+    n, labelled = cv2.connectedComponentsWithAlgorithm(fg, 8, cv2.CV_32S, cv2.CCL_GRANA)
     islands = np.asarray(labelled, dtype=np.int32)  # (no copy: typed for numpy)
-    drop = np.zeros(n, dtype=bool)
+    kept = fg
     if n > 2:  # one island is the whole mask: never below the limit; else count pixels (cheaper than cv2's stats)
         drop = np.bincount(islands.ravel(), minlength=n) < limit
         drop[0] = False  # the background
         drop[islands[pos[:, 1], pos[:, 0]]] = False
-    kept = fg & ~np.take(drop, islands) if drop.any() else fg  # most masks: nothing to drop, no pass over pixels
-    n, labelled = cv2.connectedComponents((~kept).astype(np.uint8), connectivity=4)
+        if drop.any():  # most masks: nothing to drop, no pass over pixels
+            kept = fg & ~np.take(drop, islands).view(np.uint8)
+    n, labelled = cv2.connectedComponentsWithAlgorithm(1 - kept, 4, cv2.CV_32S, cv2.CCL_DEFAULT)
     holes = np.asarray(labelled, dtype=np.int32)
     fill = np.ones(n, dtype=bool)
     fill[0] = False  # the mask itself
-    fill[np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]])] = False  # touching the border
+    fill[np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]])] = False  # touching the box's edge
     if fill.any():  # most masks: the background is one region around them, nothing to count
         fill &= np.bincount(holes.ravel(), minlength=n) < limit
         fill[holes[neg[:, 1], neg[:, 0]]] = False
-    new = kept | np.take(fill, holes) if fill.any() else kept  # (np.take: a third of fancy indexing's time)
+    new = kept | np.take(fill, holes).view(np.uint8) if fill.any() else kept  # (np.take: a third of fancy indexing)
     if new is fg:
         return logits
     flip = torch.from_numpy(new != fg).to(logits.device)
-    return torch.where(flip, -logits, logits)
+    out = logits.clone()
+    out[y0:y1, x0:x1] = torch.where(flip, -logits[y0:y1, x0:x1], logits[y0:y1, x0:x1])
+    return out
 
 
 def damp_far_correction(base: Tensor, refined: Tensor, clicks_xy: Tensor, reach: float, far_weight: float) -> Tensor:

@@ -192,8 +192,9 @@ class InferenceConfig:
     """Decoder layers ``Segmenter.segment`` runs for a click prompt whose mask the click refiner corrects (one mask
     asked for; an early exit, ``DecoderInputs.layers``); None = all. The default model uses 3 (one pass over the three
     feature levels): its refiner does the correcting, and as few clicks were needed on the tuning sets with the decoder
-    taking two thirds of the time (MODELS.md). Other prompts, several candidates (``predict(multimask_output=True)``)
-    and ``segment_levels`` always run every layer."""
+    taking two thirds of the time (MODELS.md). A joint call (``segment(..., joint=True)``, ``InteractiveSession``) exits
+    early only when the refiner corrects every object of it. Other prompts, several candidates
+    (``predict(multimask_output=True)``) and ``segment_levels`` always run every layer."""
 
 
 @dataclass
