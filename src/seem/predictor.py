@@ -584,8 +584,7 @@ class Segmenter:
     ) -> _ObjectResult:
         inputs = self._prompted_inputs(vocab, draws)
         v1 = self.variant == "v1"
-        if refine and k == 1 and self._refines(p):
-            inputs.layers = self._click_decoder_layers()
+        inputs.layers = self._refined_call_layers([p], refine, k)
         if p.spatial is not None:
             inputs.spatial = p.spatial
         if p.reference is not None and (not v1 or p.spatial is None):
@@ -613,8 +612,7 @@ class Segmenter:
         vis = [i for i in group if preps[i].kind == "visual"]
         txt = [i for i in group if preps[i].kind == "text"]
         inputs = self._prompted_inputs(vocab, draws)
-        if refine and k == 1 and vis and not txt and all(self._refines(preps[i]) for i in vis):
-            inputs.layers = self._click_decoder_layers()  # one call for all: only when the refiner corrects each
+        inputs.layers = self._refined_call_layers([preps[i] for i in group], refine, k)
         if vis:
             pos = torch.cat([_need(preps[i].spatial).pos_masks for i in vis])
             neg = torch.cat([_need(_need(preps[i].spatial).neg_masks) for i in vis])
@@ -714,6 +712,14 @@ class Segmenter:
         with a refiner, ``refine_clicks`` on)."""
         st = self._require()
         return self.refine_clicks and st.canvas is not None and p.prompts.points is not None and p.kind == "visual"
+
+    def _refined_call_layers(self, preps: Sequence[_Prepared], refine: bool, k: int) -> int | None:
+        """Decoder layers of one decoder call for the prompts ``preps``: ``click_decoder_layers`` when one mask is
+        asked for and the click refiner corrects every prompt of the call (an early exit serves all or none), else
+        None (every layer)."""
+        if refine and k == 1 and all(self._refines(p) for p in preps):
+            return self._click_decoder_layers()
+        return None
 
     def _click_decoder_layers(self) -> int | None:
         """``InferenceConfig.click_decoder_layers`` of the model, checked against its decoder's layers."""
