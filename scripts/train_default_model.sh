@@ -27,7 +27,7 @@ seem train configs/default_model.yaml --set "output_dir=$out" --set prompts.leve
 # half of each batch comes from real interactions of the model (read as it ships: make_default_model.py sets its
 # input size and rules) with the refiner of the round before (DAgger); from v4 on the refiner also reads the previous
 # round's mask, v5 leaves out first clicks whose decoder mask is another region than the target, v6 and v7 read the
-# model's features, v8 sees a wider window (a stride-16 context stage), v9 to v11 are more rounds. Then the model is made again with the
+# model's features, v8 sees a wider window (a stride-16 context stage), v9 to v12 are more rounds. Then the model is made again with the
 # refiner in it.
 python -m seem.train.refiner --data configs/default_model.yaml --out "$out/refiner_v1" --steps 5000
 python scripts/make_default_model.py "$out/final" --out "$out/model"
@@ -47,7 +47,7 @@ refine v7 v6 5 600 1500 --prev-mask --min-first-iou 0.5
 refine v8 v7 6 600 1500 --prev-mask --min-first-iou 0.5 --context 4 --size 320
 # v9: one more such round (chosen over v8 on a harder tuning set, BSDS500 val segments; MODELS.md)
 refine v9 v8 7 600 1500 --prev-mask --min-first-iou 0.5 --size 320
-# v10, v11: more rounds, their interactions recorded with the model as it ships with the refiner before (the damping
+# v10 to v12: more rounds, their interactions recorded with the model as it ships with the refiner before (the damping
 # far from the clicks and the decoder's early exit for refined clicks, both set by make_default_model.py --refiner)
 refine_shipped() {  # refine_shipped VERSION INIT_VERSION SEED
   python scripts/make_default_model.py "$out/final" --out "$out/model_$2" --refiner "$out/refiner_$2/refiner.safetensors"
@@ -57,4 +57,5 @@ refine_shipped() {  # refine_shipped VERSION INIT_VERSION SEED
 }
 refine_shipped v10 v9 8
 refine_shipped v11 v10 9
-python scripts/make_default_model.py "$out/final" --out "$out/model" --refiner "$out/refiner_v11/refiner.safetensors"
+refine_shipped v12 v11 10
+python scripts/make_default_model.py "$out/final" --out "$out/model" --refiner "$out/refiner_v12/refiner.safetensors"
