@@ -32,13 +32,16 @@ from seem.train.config import tiny_seem_config
 from seem.train.refiner import (
     NO_PREV,
     PoolImage,
+    check_teacher,
     collect_rollouts,
+    distill_loss,
     load_refiner,
     make_batch,
     refiner_loss,
     save_refiner,
     simulate_clicks,
     simulate_coarse,
+    student_config,
     train_refiner,
 )
 
@@ -596,3 +599,96 @@ def test_feature_crops_stay_aligned_with_the_image_crops(tmp_path: Path) -> None
         train_refiner(pool, tmp_path, steps=1, batch=2, size=64, cfg=cfg)
     net = train_refiner(pool, tmp_path, steps=3, batch=4, size=64, cfg=cfg, features=feats, log_every=3)
     assert load_refiner(tmp_path / "refiner.safetensors").cfg.feature_dim == 3 and net.feat_in is not None
+
+
+def test_a_smaller_refiner_learns_its_teachers_output(tmp_path: Path) -> None:
+    pool = _pool()
+    torch.manual_seed(0)
+    teacher = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 8, 16), blocks=(1, 1), click_radius=3)).eval()
+    with torch.no_grad():
+        teacher.head.weight.normal_(0, 20.0)  # a strong correction that depends on the inputs, not the target
+    cfg = student_config(teacher.cfg, widths=(8, 8, 16), blocks=(0, 1), context=0)
+    assert (cfg.widths, cfg.blocks, cfg.click_radius, cfg.prev_mask) == ((8, 8, 16), (0, 1), 3, False)
+    assert student_config(teacher.cfg, None, None, 0) == teacher.cfg, "no changes asked for: the teacher's layout"
+    with pytest.raises(ValueError, match="3 positive channel counts"):
+        student_config(teacher.cfg, widths=(4, 8), blocks=None, context=0)
+    image, coarse, clicks, *_ = make_batch(np.random.default_rng(5), pool, 8, 64, 3)
+    with torch.no_grad():
+        taught = teacher(image, coarse, clicks)
+        assert float(distill_loss(taught, taught)) == pytest.approx(0.0, abs=1e-6), "no loss where the two agree"
+        before = float(distill_loss(coarse.clamp(-8, 8), taught))  # the student starts as the identity
+    nets = {
+        w: train_refiner(pool, tmp_path, steps=100, batch=8, size=64, lr=3e-3, cfg=cfg, teacher=t, distill=20.0)
+        for w, t in (("taught", teacher), ("alone", None))
+    }
+    assert sum(p.numel() for p in nets["taught"].parameters()) < sum(p.numel() for p in teacher.parameters())
+    with torch.no_grad():
+        after = {w: float(distill_loss(net(image, coarse, clicks), taught)) for w, net in nets.items()}
+    assert after["taught"] < 0.5 * after["alone"], f"the student must learn the teacher's output ({before=}): {after}"
+    with pytest.raises(ValueError, match="prev_mask False vs True"):
+        check_teacher(teacher, dataclasses.replace(cfg, prev_mask=True))
+    with pytest.raises(ValueError, match="reads other inputs"):
+        train_refiner(
+            pool, tmp_path, steps=1, batch=2, size=64, cfg=dataclasses.replace(cfg, click_radius=5), teacher=teacher
+        )
+
+
+def test_narrowed_refiner_is_cut_out_of_the_teachers_weights() -> None:
+    torch.manual_seed(0)
+    cfg = ClickRefinerConfig(enabled=True, widths=(8, 12, 16), blocks=(2, 3), context_blocks=2, feature_dim=5)
+    net = ClickRefiner(cfg)
+    with torch.no_grad():  # a trained-looking net: every weight and statistic random, the head not zero
+        for p in net.state_dict().values():
+            if p.is_floating_point():
+                p.copy_(torch.rand_like(p) + 0.5 if p.dim() == 1 else torch.randn_like(p) * 0.3)
+    net.eval()
+    image, coarse = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 64, 64) * 4
+    clicks, feats = torch.zeros(1, 2, 64, 64), torch.randn(1, 5, 8, 8)
+    clicks[0, 0, 30:34, 30:34] = 1
+    with torch.no_grad():
+        want = net(image, coarse, clicks, None, feats)
+        same = net.narrowed(cfg.widths, cfg.blocks, cfg.context_blocks).eval()
+        torch.testing.assert_close(same(image, coarse, clicks, None, feats), want)
+        # fewer blocks only: the same as the net with those residual blocks left out
+        fewer = net.narrowed(cfg.widths, (1, 2), 1).eval()
+        manual = ClickRefiner(cfg).eval()
+        manual.load_state_dict(net.state_dict())
+        manual.blocks4, manual.blocks8 = manual.blocks4[:1], manual.blocks8[:2]
+        assert manual.context is not None
+        manual.context = torch.nn.Sequential(manual.context[0], manual.context[1], manual.context[3])
+        torch.testing.assert_close(
+            fewer(image, coarse, clicks, None, feats), manual(image, coarse, clicks, None, feats)
+        )
+        thin = net.narrowed((4, 6, 8), (1, 1), 1).eval()
+        assert thin.cfg.widths == (4, 6, 8) and thin.cfg.feature_dim == 5 and thin.cfg.context_blocks == 1
+        assert thin(image, coarse, clicks, None, feats).shape == (1, 1, 64, 64)
+        assert sum(p.numel() for p in thin.parameters()) < sum(p.numel() for p in net.parameters()) / 3
+        # the kept channels of a stage are those with the largest BatchNorm scales of its first convolution
+        kept = torch.topk(net.down8[1].weight.abs(), 8).indices.sort().values
+        torch.testing.assert_close(thin.down8[1].weight, net.down8[1].weight[kept])
+    with pytest.raises(ValueError, match=r"widths\[2\] 32 > 16"):
+        net.narrowed((8, 12, 32), (1, 1), 1)
+    with pytest.raises(ValueError, match="context_blocks 3 > 2"):
+        net.narrowed((8, 12, 16), (1, 1), 3)
+
+
+def test_train_refiner_cli_distils_a_narrowed_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import DATA_DIR, require
+
+    from seem.train.refiner import main
+
+    root = require(DATA_DIR / "grabcut", "GrabCut")
+    data = tmp_path / "data.yaml"
+    data.write_text(f"data:\n  sources:\n    - {{type: grabcut, root: {root}, limit: 2}}\n")
+    teacher = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 12, 16), blocks=(2, 2), click_radius=3))
+    save_refiner(teacher, tmp_path / "teacher.safetensors")
+    common = ["--data", str(data), "--steps", "2", "--batch", "2", "--size", "64", "--short-side", "96"]
+    out = tmp_path / "student"
+    args = ["--out", str(out), "--teacher", str(tmp_path / "teacher.safetensors"), "--widths", "4", "6", "8"]
+    assert main([*common, *args, "--blocks", "1", "1"]) == 0
+    student = load_refiner(out / "refiner.safetensors")
+    assert (student.cfg.widths, student.cfg.blocks, student.cfg.click_radius) == ((4, 6, 8), (1, 1), 3)
+    assert main([*common, *args, "--blocks", "3", "1"]) == 2, "more blocks than the teacher has"
+    assert "blocks[0] 3 > 2" in capsys.readouterr().err
+    assert main([*common, "--out", str(out), "--widths", "4", "6", "8"]) == 2
+    assert "taught by a --teacher" in capsys.readouterr().err

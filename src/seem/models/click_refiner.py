@@ -345,6 +345,84 @@ class ClickRefiner(nn.Module):
             raise ValueError(f"blocks must be positive, got {blocks}")
         return self._grown("context.", context_blocks=blocks)
 
+    def narrowed(self, widths: tuple[int, int, int], blocks: tuple[int, int], context_blocks: int) -> ClickRefiner:
+        """A smaller refiner made of this one's weights: at each stride the ``widths`` channels with the largest
+        BatchNorm scales of the stage's first convolution are kept (the same channels all along the stage, so the
+        residual stream stays aligned), in each kept block the hidden channels with the largest scales, and the
+        first ``blocks`` blocks of each stage and ``context_blocks`` of the context stage (a dropped residual block
+        leaves its input as it was). A narrower net computes another function: a start for distillation
+        (``seem.train.refiner --teacher``), not a finished refiner. Widths and block counts may not exceed this
+        refiner's."""
+        w2, w4, w8 = (int(c) for c in widths)
+        n4, n8 = (int(n) for n in blocks)
+        cfg = dataclasses.replace(self.cfg, widths=(w2, w4, w8), blocks=(n4, n8), context_blocks=int(context_blocks))
+        over = [
+            f"{name} {mine} > {theirs}"
+            for name, mine, theirs in [
+                *[(f"widths[{i}]", a, b) for i, (a, b) in enumerate(zip(cfg.widths, self.cfg.widths, strict=True))],
+                *[(f"blocks[{i}]", a, b) for i, (a, b) in enumerate(zip(cfg.blocks, self.cfg.blocks, strict=True))],
+                ("context_blocks", cfg.context_blocks, self.cfg.context_blocks),
+            ]
+            if mine > theirs or mine < (1 if name.startswith("widths") else 0)
+        ]
+        if over:
+            raise ValueError(f"a narrowed refiner keeps at most this one's layout (and widths >= 1): {', '.join(over)}")
+        t = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        out: dict[str, Tensor] = {}
+
+        def top(key: str, k: int) -> Tensor:  # the k largest |scale| channels of a BatchNorm, in their order
+            return torch.topk(t[key].abs(), k).indices.sort().values
+
+        def norm(dst: str, src: str, idx: Tensor) -> None:
+            for n in ("weight", "bias", "running_mean", "running_var"):
+                out[f"{dst}.{n}"] = t[f"{src}.{n}"][idx]
+            out[f"{dst}.num_batches_tracked"] = t[f"{src}.num_batches_tracked"]
+
+        def conv_norm(name: str, iout: Tensor, iin: Tensor | None) -> None:
+            w = t[f"{name}.0.weight"][iout]
+            out[f"{name}.0.weight"] = w if iin is None else w[:, iin]
+            norm(f"{name}.1", f"{name}.1", iout)
+
+        def block(dst: str, src: str, idx: Tensor) -> None:
+            hid = top(f"{src}.body.1.weight", len(idx) * cfg.expand)
+            out[f"{dst}.body.0.weight"] = t[f"{src}.body.0.weight"][hid][:, idx]
+            norm(f"{dst}.body.1", f"{src}.body.1", hid)
+            out[f"{dst}.body.3.weight"] = t[f"{src}.body.3.weight"][hid]
+            norm(f"{dst}.body.4", f"{src}.body.4", hid)
+            out[f"{dst}.body.6.weight"] = t[f"{src}.body.6.weight"][idx][:, hid]
+            norm(f"{dst}.body.7", f"{src}.body.7", idx)
+
+        def fuse(name: str, low: Tensor, low_width: int, high: Tensor, iout: Tensor) -> None:
+            w = t[f"{name}.0.weight"][iout]  # its input: cat([low, high])
+            out[f"{name}.0.weight"] = torch.cat([w[:, low], w[:, low_width + high]], 1)
+            norm(f"{name}.1", f"{name}.1", iout)
+            out[f"{name}.3.weight"] = t[f"{name}.3.weight"][iout]
+            norm(f"{name}.4", f"{name}.4", iout)
+
+        i2, i4, i8 = (top(f"{m}.1.weight", c) for m, c in zip(("down2", "down4", "down8"), cfg.widths, strict=True))
+        conv_norm("down2", i2, None)
+        conv_norm("down4", i4, i2)
+        conv_norm("down8", i8, i4)
+        for j in range(cfg.blocks[0]):
+            block(f"blocks4.{j}", f"blocks4.{j}", i4)
+        for j in range(cfg.blocks[1]):
+            block(f"blocks8.{j}", f"blocks8.{j}", i8)
+        if cfg.feature_dim:
+            out["feat_in.weight"], out["feat_in.bias"] = t["feat_in.weight"][i8], t["feat_in.bias"][i8]
+        if cfg.context_blocks:
+            conv_norm("context.0", i8, i8)
+            for j in range(1, cfg.context_blocks + 1):
+                block(f"context.{j}", f"context.{j}", i8)
+            last, theirs = cfg.context_blocks + 1, self.cfg.context_blocks + 1
+            out[f"context.{last}.weight"] = t[f"context.{theirs}.weight"][i8][:, i8]
+            out[f"context.{last}.bias"] = t[f"context.{theirs}.bias"][i8]
+        fuse("up4", i8, self.cfg.widths[2], i4, i4)
+        fuse("up2", i4, self.cfg.widths[1], i2, i2)
+        out["head.weight"], out["head.bias"] = t["head.weight"][:, i2], t["head.bias"]
+        new = ClickRefiner(cfg)
+        new.load_state_dict(out, strict=True)
+        return new.train(self.training)
+
     def _grown(self, module: str, **changes: int) -> ClickRefiner:
         """A copy built with the config ``changes``, this refiner's weights loaded into it: only the parameters of
         the new ``module`` (key prefix) keep their initialisation (a zero output, so the same function)."""

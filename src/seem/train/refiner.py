@@ -14,6 +14,9 @@ default model's ``configs/default_model.yaml``) without running the decoder:
   few clicks on already-right pixels.
 
 Loss: binary cross-entropy + soft IoU on the refiner's logits against the target. CPU training uses bf16 autocast.
+With a ``--teacher`` (a trained refiner, e.g. the shipped one) a smaller refiner (``--widths``, ``--blocks``,
+``--context``), cut out of the teacher's weights (``ClickRefiner.narrowed``), also learns the teacher's output on every
+example (``distill_loss``): a cheaper net that inherits what the teacher learned over many recorded rounds.
 
     seem train-refiner --data configs/default_model.yaml --out runs/refiner --steps 5000
     (or: python -m seem.train.refiner ...)
@@ -504,6 +507,13 @@ def refiner_loss(logits: Tensor, target: Tensor) -> Tensor:
     return bce + (1.0 - iou).mean()
 
 
+def distill_loss(logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Binary cross-entropy of ``logits`` against the teacher's probabilities ``sigmoid(teacher_logits)``, minus
+    that of the teacher against itself (its entropy), so 0 when the two agree; ``[B, 1, H, W]`` each."""
+    p = teacher_logits.sigmoid()
+    return F.binary_cross_entropy_with_logits(logits, p) - F.binary_cross_entropy_with_logits(teacher_logits, p)
+
+
 def save_refiner(model: ClickRefiner, path: Path, meta: dict[str, object] | None = None) -> None:
     """``model``'s state dict as safetensors, its config (and ``meta``) in the metadata."""
     from safetensors.torch import save_file
@@ -555,15 +565,21 @@ def train_refiner(
     rollouts: Sequence[Rollout] = (),
     real_frac: float = 0.5,
     features: Sequence[np.ndarray] | None = None,
+    teacher: ClickRefiner | None = None,
+    distill: float = 1.0,
 ) -> ClickRefiner:
     """Train (cosine learning rate, AdamW) and save to ``out / REFINER_FILE``; returns the model in eval mode.
     ``features``: the pool's stride-8 model features (``pool_features``), required by a refiner with
-    ``feature_dim``."""
+    ``feature_dim``. ``teacher``: a trained refiner with the same inputs (previous mask, features, click radius,
+    clamp) whose output the model also learns, weighted by ``distill`` (``distill_loss``)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = init if init is not None else ClickRefiner(cfg or ClickRefinerConfig(enabled=True))
     if model.cfg.feature_dim and features is None:
         raise ValueError("this refiner reads model features: give the pool's features (pool_features)")
+    if teacher is not None:
+        check_teacher(teacher, model.cfg)
+        teacher = teacher.eval().requires_grad_(False)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     warm = min(200, steps // 10)
@@ -588,6 +604,10 @@ def train_refiner(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(image, coarse, clicks, prev, feats)
         loss = refiner_loss(logits.float(), target)
+        if teacher is not None:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                taught = teacher(image, coarse, clicks, prev, feats)
+            loss = loss + distill * distill_loss(logits.float(), taught.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -603,6 +623,37 @@ def train_refiner(
             save_refiner(model, out / REFINER_FILE, {"step": step, "steps": steps, "batch": batch, "size": size})
     log.close()
     return model.eval()
+
+
+def check_teacher(teacher: ClickRefiner, cfg: ClickRefinerConfig) -> None:
+    """``ValueError`` unless ``teacher`` reads the same inputs the same way as a refiner of config ``cfg`` (the
+    architecture may differ: widths, blocks, expansion, context stage)."""
+    same = ("prev_mask", "feature_dim", "click_radius", "coarse_clamp", "correct_previous")
+    diff = [
+        f"{k} {getattr(teacher.cfg, k)} vs {getattr(cfg, k)}"
+        for k in same
+        if getattr(teacher.cfg, k) != getattr(cfg, k)
+    ]
+    if diff:
+        raise ValueError(f"the teacher refiner reads other inputs than the one trained: {', '.join(diff)}")
+
+
+def student_config(
+    teacher: ClickRefinerConfig, widths: Sequence[int] | None, blocks: Sequence[int] | None, context: int
+) -> ClickRefinerConfig:
+    """The config of a new refiner taught by ``teacher``: its inputs and inference settings, with ``widths``
+    (strides 2, 4, 8), ``blocks`` (strides 4, 8) and ``context`` blocks where given (else the teacher's)."""
+    if widths is not None and (len(widths) != 3 or min(widths) <= 0):
+        raise ValueError(f"--widths takes 3 positive channel counts (strides 2, 4, 8), got {list(widths)}")
+    if blocks is not None and (len(blocks) != 2 or min(blocks) < 0):
+        raise ValueError(f"--blocks takes 2 block counts >= 0 (strides 4, 8), got {list(blocks)}")
+    return dataclasses.replace(
+        teacher,
+        enabled=True,
+        widths=teacher.widths if widths is None else (int(widths[0]), int(widths[1]), int(widths[2])),
+        blocks=teacher.blocks if blocks is None else (int(blocks[0]), int(blocks[1])),
+        context_blocks=context if context else teacher.context_blocks,
+    )
 
 
 def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
@@ -654,6 +705,15 @@ def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="give the refiner a stride-16 context stage of N blocks (added to an --init refiner with a zero output)",
     )
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        help="train a smaller refiner, narrowed from this refiner.safetensors (--widths, --blocks, --context; "
+        "ClickRefiner.narrowed), that also learns its output; --rollouts then run with the teacher",
+    )
+    p.add_argument("--distill", type=float, default=1.0, help="weight of the teacher's term in the loss")
+    p.add_argument("--widths", type=int, nargs=3, metavar="C", help="channels at strides 2, 4, 8 (with --teacher)")
+    p.add_argument("--blocks", type=int, nargs=2, metavar="N", help="blocks at strides 4 and 8 (with --teacher)")
 
 
 def run_refiner(args: argparse.Namespace) -> int:
@@ -664,11 +724,27 @@ def run_refiner(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.data)
         init = load_refiner(args.init) if args.init else None
+        teacher = load_refiner(args.teacher) if args.teacher else None
+        if teacher is None and (args.widths or args.blocks):
+            raise ValueError("--widths and --blocks shape a new refiner taught by a --teacher")
+        student = None
+        if teacher is not None:
+            layout = student_config(teacher.cfg, args.widths, args.blocks, args.context)
+            student = (
+                init.train()
+                if init is not None
+                else teacher.narrowed(layout.widths, layout.blocks, layout.context_blocks).train()
+            )
+            check_teacher(teacher, student.cfg)
     except (OSError, ValueError) as e:
         print(f"seem train-refiner: {e}", file=sys.stderr)
         return 2
-    if args.rollouts and init is None:
-        print("seem train-refiner: --rollouts needs --init (the refiner the interactions run with)", file=sys.stderr)
+    runner = teacher if teacher is not None else init  # the refiner the recorded interactions run with
+    if args.rollouts and runner is None:
+        print(
+            "seem train-refiner: --rollouts needs --init or --teacher (the refiner the interactions run with)",
+            file=sys.stderr,
+        )
         return 2
     fix = args.correct_previous or (init is not None and init.cfg.correct_previous)
     if fix and not (args.prev_mask or (init is not None and init.cfg.prev_mask)):
@@ -680,7 +756,8 @@ def run_refiner(args: argparse.Namespace) -> int:
     rollouts: list[Rollout] = []
     features = None
     dim = 0
-    if args.rollouts or args.features or (init is not None and init.cfg.feature_dim):  # these need the model
+    reads_features = any(r is not None and r.cfg.feature_dim for r in (init, teacher))
+    if args.rollouts or args.features or reads_features:  # these need the model
         from seem.loading import load
         from seem.models.seem_model import SEEMModel
 
@@ -689,10 +766,10 @@ def run_refiner(args: argparse.Namespace) -> int:
             print(f"seem train-refiner: --model {args.model}: not a SEEM-family model", file=sys.stderr)
             return 2
         dim = model.config.pixel_decoder.mask_dim if args.features else 0
-        if args.features or (init is not None and init.cfg.feature_dim):
+        if args.features or reads_features:
             features = pool_features(model, pool)
-        if args.rollouts and init is not None:
-            model.set_refiner(init)
+        if args.rollouts and runner is not None:
+            model.set_refiner(runner)
             rollouts = collect_rollouts(model, pool, args.rollouts, seed=args.seed, min_first_iou=args.min_first_iou)
             print(f"rollouts: {len(rollouts)} rounds", flush=True)
     train_refiner(
@@ -705,7 +782,11 @@ def run_refiner(args: argparse.Namespace) -> int:
         seed=args.seed,
         save_every=args.save_every,
         bf16=not args.fp32,
-        init=None if init is None else _trainable(load_refiner(args.init), args.prev_mask, dim, args.context, fix),
+        init=student
+        if student is not None
+        else None
+        if init is None
+        else _trainable(load_refiner(args.init), args.prev_mask, dim, args.context, fix),
         cfg=ClickRefinerConfig(
             enabled=True,
             prev_mask=args.prev_mask,
@@ -716,6 +797,8 @@ def run_refiner(args: argparse.Namespace) -> int:
         rollouts=rollouts,
         real_frac=args.real_frac,
         features=features,
+        teacher=teacher,
+        distill=args.distill,
     )
     return 0
 
