@@ -692,3 +692,10 @@ def test_train_refiner_cli_distils_a_narrowed_teacher(tmp_path: Path, capsys: py
     assert "blocks[0] 3 > 2" in capsys.readouterr().err
     assert main([*common, "--out", str(out), "--widths", "4", "6", "8"]) == 2
     assert "taught by a --teacher" in capsys.readouterr().err
+    # without a teacher: --init goes on from a refiner, grown by what the options add
+    assert (
+        main([*common, "--out", str(tmp_path / "more"), "--init", str(tmp_path / "teacher.safetensors"), "--prev-mask"])
+        == 0
+    )
+    more = load_refiner(tmp_path / "more" / "refiner.safetensors")
+    assert more.cfg.widths == (8, 12, 16) and more.cfg.prev_mask

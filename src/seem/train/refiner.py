@@ -772,6 +772,8 @@ def run_refiner(args: argparse.Namespace) -> int:
             model.set_refiner(runner)
             rollouts = collect_rollouts(model, pool, args.rollouts, seed=args.seed, min_first_iou=args.min_first_iou)
             print(f"rollouts: {len(rollouts)} rounds", flush=True)
+    if student is None and init is not None:  # go on from --init, grown by what the options add
+        student = _trainable(load_refiner(args.init), args.prev_mask, dim, args.context, fix)
     train_refiner(
         pool,
         args.out,
@@ -782,11 +784,7 @@ def run_refiner(args: argparse.Namespace) -> int:
         seed=args.seed,
         save_every=args.save_every,
         bf16=not args.fp32,
-        init=student
-        if student is not None
-        else None
-        if init is None
-        else _trainable(load_refiner(args.init), args.prev_mask, dim, args.context, fix),
+        init=student,
         cfg=ClickRefinerConfig(
             enabled=True,
             prev_mask=args.prev_mask,
