@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from seem.io import read_image
 from seem.models.click_refiner import (
@@ -699,3 +700,57 @@ def test_train_refiner_cli_distils_a_narrowed_teacher(tmp_path: Path, capsys: py
     )
     more = load_refiner(tmp_path / "more" / "refiner.safetensors")
     assert more.cfg.widths == (8, 12, 16) and more.cfg.prev_mask
+
+
+def test_large_windows_of_few_clicks_are_read_at_half_resolution(refined_model: SEEMModel) -> None:
+    d = refined_model.config.pixel_decoder.mask_dim
+    net = _small_refiner().with_prev_mask().with_features(d).eval()
+    with torch.no_grad():
+        assert net.feat_in is not None
+        net.feat_in.weight.normal_()  # the features count
+    refined_model.set_refiner(net)
+    cfg = dataclasses.replace(refined_model.config.refiner, min_region=0.0)
+    seen: list[tuple[Tensor, ...]] = []
+    folded = refined_model._inference_refiner
+
+    def spy(*args: Tensor) -> Tensor:
+        seen.append(args)
+        return folded()(*args)
+
+    canvas, features = torch.randn(1, 3, 64, 96), torch.randn(1, d, 16, 24)
+    logits4 = torch.full((1, 16, 24), -3.0)
+    logits4[:, 2:14, 3:20] = 3.0  # a large object: the window is the whole canvas (6144 px)
+    one, lab1 = torch.tensor([[41.0, 30.0]]), torch.tensor([1])
+    three, lab3 = torch.tensor([[41.0, 30.0], [70.0, 50.0], [10.0, 10.0]]), torch.tensor([1, 0, 0])
+
+    def run(coords: Tensor, labels: Tensor, **changes: int) -> Tensor:
+        refined_model.config.refiner = dataclasses.replace(cfg, **changes)
+        with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+            mp.setattr(refined_model, "_inference_refiner", lambda: spy)
+            return refined_model.refine_clicks(canvas, logits4, coords, labels, logits4[0], features)
+
+    full = run(one, lab1, half_above=0)
+    assert seen[-1][0].shape[-2:] == (64, 96), "off: the net reads the canvas"
+    half = run(one, lab1, half_above=4000, half_clicks=2)
+    image, coarse, clicks, prev, feats = seen[-1]
+    assert image.shape[-2:] == coarse.shape[-2:] == clicks.shape[-2:] == prev.shape[-2:] == (32, 48)
+    assert feats.shape[-2:] == (4, 6), "the stride-8 features pooled again: stride 8 of the half-size window"
+    torch.testing.assert_close(image, F.avg_pool2d(canvas, 2))  # each input pixel: the mean of a 2×2 cell
+    ys, xs = torch.nonzero(clicks[0, 0], as_tuple=True)  # the click's disk, centred where the click is
+    assert abs(xs.float().mean().item() - (41.0 - 0.5) / 2) < 0.5 and abs(ys.float().mean().item() - 14.75) < 0.5
+    assert half.shape == full.shape == (1, 64, 96)
+    assert ((half > 0) == (full > 0)).float().mean() > 0.8, "the same mask, mostly"
+    assert not torch.equal(half, full)
+    # more clicks than half_clicks, or a window no larger than half_above: the canvas resolution, as with it off
+    torch.testing.assert_close(run(three, lab3, half_above=4000, half_clicks=2), run(three, lab3, half_above=0))
+    assert seen[-2][0].shape[-2:] == (64, 96)
+    torch.testing.assert_close(run(one, lab1, half_above=6144), full)
+    # a refiner that corrects nothing corrects nothing at half resolution either (the decoder's mask, clamped)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+    coarse_canvas = F.interpolate(logits4[:, None], size=(64, 96), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(run(one, lab1, half_above=4000), coarse_canvas.clamp(-8, 8))
+    refined_model.config.refiner = cfg
+    with pytest.raises(ValueError, match=r"half_above .* must be >= 0"):
+        ClickRefinerConfig(half_above=-1)

@@ -80,6 +80,15 @@ class ClickRefinerConfig:
     (a person's legs from a click on the shirt), where the decoder's mask is more often right."""
     far_weight: float = 1.0
     """The weight of the correction beyond ``reach`` of every click (1: in full, 0: the decoder's mask)."""
+    half_above: int = 0
+    """Inference only. While a prompt has at most ``half_clicks`` clicks and the window the refiner reads holds more
+    than this many canvas pixels, the net reads that window at half resolution (2×2 averages, click disks of the same
+    radius) and its correction is upsampled back onto the decoder's mask: about half the cost of a click's net on
+    a large object, and twice the context per pixel, which helps the first clicks (later clicks correct fine
+    boundaries and need the full resolution). 0: always at canvas resolution."""
+    half_clicks: int = 3
+    """The most clicks (positive and negative) of a prompt whose refiner window may be read at half resolution
+    (``half_above``)."""
 
     def __post_init__(self) -> None:
         if self.reach < 0:
@@ -90,6 +99,11 @@ class ClickRefinerConfig:
             raise ValueError("refiner.correct_previous needs refiner.prev_mask (the decoder's mask takes that channel)")
         if self.context_blocks < 0:
             raise ValueError(f"refiner.context_blocks must be >= 0, got {self.context_blocks}")
+        if self.half_above < 0 or self.half_clicks < 0:
+            raise ValueError(
+                f"refiner.half_above (canvas pixels) and refiner.half_clicks must be >= 0, got {self.half_above} and "
+                f"{self.half_clicks}"
+            )
 
 
 def click_maps(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: int) -> Tensor:

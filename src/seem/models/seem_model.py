@@ -222,12 +222,13 @@ class SEEMModel(nn.Module):
 
         Returns: logits ``[C, Hp, Wp]`` at canvas resolution, small islands and holes cleaned
         (``ClickRefinerConfig.min_region``), the correction damped far from every click (``ClickRefinerConfig.reach``).
+        The net reads a window around the masks and the clicks (``_refine_window``), at half resolution while the
+        prompt has few clicks and the window is large (``ClickRefinerConfig.half_above``).
         """
         if self.refiner is None:
             raise RuntimeError("this model has no click refiner (config.refiner.enabled is false)")
         hp, wp = image.shape[-2:]
         coarse = F.interpolate(logits4[:, None].float(), size=(hp, wp), mode="bilinear", align_corners=False)
-        maps = click_maps(coords, labels, (hp, wp), self.config.refiner.click_radius).to(coarse)
         c = coarse.shape[0]
         prev = None
         if prev4 is not None and self.config.refiner.prev_mask:
@@ -241,21 +242,39 @@ class SEEMModel(nn.Module):
         if prev is not None and self.config.refiner.correct_previous:  # correct the previous round's mask
             coarse, prev = prev.contiguous(), coarse
         fg = coarse > 0 if prev is None else (coarse > 0) | (prev > 0)
+        cfg = self.config.refiner
         y0, y1, x0, x1 = _refine_window(fg, coords, (hp, wp))
-        out = coarse.clamp(-self.config.refiner.coarse_clamp, self.config.refiner.coarse_clamp)
+        given = coords.reshape(-1, 2)[(labels == 0) | (labels == 1)].float()
+        half = 0 < cfg.half_above < (y1 - y0) * (x1 - x0) and len(given) <= cfg.half_clicks
+        if half:  # edges on multiples of 16: the half-resolution window's stride-8 cells are 2×2 stride-8 cells
+            y0, x0, y1, x1 = y0 // 16 * 16, x0 // 16 * 16, min(hp, -(-y1 // 16) * 16), min(wp, -(-x1 // 16) * 16)
+        out = coarse.clamp(-cfg.coarse_clamp, cfg.coarse_clamp)
         win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
         f8 = None  # the window's features at stride 8 (its edges are multiples of 8 or the canvas edges)
-        if self.config.refiner.feature_dim and features is not None:
+        if cfg.feature_dim and features is not None:
             f8 = self._stride8_features(features)[..., y0 // 8 : -(-y1 // 8), x0 // 8 : -(-x1 // 8)]
-        refined = self._inference_refiner()(  # window views as they are: the net concatenates them in one pass
-            image[win].expand(c, -1, -1, -1).to(coarse),
-            coarse[win],
-            maps[None][win].expand(c, -1, -1, -1),
-            None if prev is None else prev[win],
+        image_w, coarse_w, prev_w = image[win].to(coarse), coarse[win], None if prev is None else prev[win]
+        if half:
+            image_w, coarse_w = _halved(image_w), _halved(coarse_w)
+            prev_w = None if prev_w is None else _halved(prev_w)
+            f8 = None if f8 is None else _halved(f8)
+            at = torch.tensor([x0 + 0.5, y0 + 0.5], dtype=torch.float32, device=coords.device)  # pixel centres
+            hh, ww = coarse_w.shape[-2:]
+            maps_w = click_maps((coords.float() - at) / 2, labels, (hh, ww), cfg.click_radius)
+        else:
+            maps_w = click_maps(coords, labels, (hp, wp), cfg.click_radius)[:, y0:y1, x0:x1]
+        small = self._inference_refiner()(  # window views as they are: the net concatenates them in one pass
+            image_w.expand(c, -1, -1, -1),
+            coarse_w,
+            maps_w.to(coarse)[None].expand(c, -1, -1, -1),
+            prev_w,
             None if f8 is None else f8.expand(c, -1, -1, -1),
         )
-        cfg = self.config.refiner
-        given = coords.reshape(-1, 2)[(labels == 0) | (labels == 1)].float()
+        if half:  # the correction, upsampled onto the decoder's mask at canvas resolution
+            delta = small - coarse_w.clamp(-cfg.coarse_clamp, cfg.coarse_clamp)
+            refined = out[win] + F.interpolate(delta, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+        else:
+            refined = small
         if cfg.reach > 0 and cfg.far_weight < 1 and given.numel():
             local = given - torch.tensor([x0, y0], dtype=given.dtype, device=given.device)
             refined = damp_far_correction(out[win], refined, local, cfg.reach, cfg.far_weight)
@@ -293,7 +312,8 @@ class SEEMModel(nn.Module):
     def set_refiner(self, refiner: ClickRefiner | None) -> None:
         """Give the model a click refiner (trained apart, ``seem.train.refiner``) or remove it; the config follows,
         so ``save_pretrained`` writes it: the refiner's own config, except the model's inference settings ``reach``
-        and ``far_weight`` (how far from the clicks the correction counts in full), which stay as they were."""
+        and ``far_weight`` (how far from the clicks the correction counts in full), ``half_above`` and
+        ``half_clicks`` (when the net reads a half-resolution window), which stay as they were."""
         if refiner is not None and not isinstance(refiner, ClickRefiner):
             raise TypeError(f"refiner must be a ClickRefiner or None, got {type(refiner).__name__}")
         dim = self.config.pixel_decoder.mask_dim
@@ -306,7 +326,8 @@ class SEEMModel(nn.Module):
         self._folded_refiner = None
         old = self.config.refiner
         cfg = ClickRefinerConfig() if refiner is None else dataclasses.replace(refiner.cfg, enabled=True)
-        cfg = dataclasses.replace(cfg, reach=old.reach, far_weight=old.far_weight)
+        kept = ("reach", "far_weight", "half_above", "half_clicks")
+        cfg = dataclasses.replace(cfg, **{k: getattr(old, k) for k in kept})
         self.config = dataclasses.replace(self.config, refiner=cfg)
 
     def prepare_decoder(self, features: ImageFeatures) -> ImageFeatures:
@@ -433,6 +454,13 @@ class SEEMModel(nn.Module):
 def _channels_last(refiner: ClickRefiner) -> ClickRefiner:
     """The refiner's convolution weights in channels-last layout (oneDNN's fast path on CPU; values unchanged)."""
     return refiner.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+def _halved(x: Tensor) -> Tensor:
+    """``x [B, C, H, W]`` at half resolution ``[B, C, ceil(H / 2), ceil(W / 2)]``: for even sizes the mean of each
+    2×2 cell (bilinear at scale 1/2, five times as fast as ``avg_pool2d`` on CPU)."""
+    h, w = x.shape[-2:]
+    return F.interpolate(x, size=(-(-h // 2), -(-w // 2)), mode="bilinear", align_corners=False)
 
 
 def _refine_window(fg: Tensor, coords: Tensor, size: tuple[int, int], margin: float = 0.4) -> tuple[int, int, int, int]:
