@@ -5,9 +5,11 @@ sessions); timing models one after another then compares the machine, not the mo
 sent to each model in turn, so a slow spell slows all of them alike, and the ratios to the first model are what to
 read. Each model gets its own ``Segmenter`` (fp32, as ``seem.load`` gives it) with the image encoded once; a click
 is ``segment(PromptSet(points=...))`` with the model's own vocabulary for the label (the refiner, if the model has
-one, included), at the same spread of positions as ``bench_predictor.py``.
+one, included), at the same spread of positions as ``bench_predictor.py``. ``--round K`` times the K-th click of
+an ``InteractiveSession`` instead (a positive click, then clicks alternating negative / positive, each round with
+the previous mask as memory, as ``bench_predictor.py``'s ``5th round`` row; the earlier rounds are not timed).
 
-    python benchmarks/bench_models_click.py default path/to/other_model [--threads 2] [--clicks 200]
+    python benchmarks/bench_models_click.py default path/to/other_model [--threads 2] [--clicks 200] [--round 5]
 
 ``default``: the shipped default model; anything else: what ``seem.load`` takes (a model directory, a name).
 """
@@ -27,6 +29,23 @@ from seem.io import read_image
 from seem.loading import load
 from seem.predictor import Segmenter
 from seem.prompts import Points, PromptSet
+from seem.session import InteractiveSession
+
+
+def timed_round(seg: Segmenter, pos: list[tuple[float, float]], i: int, k: int) -> float:
+    """Seconds of click ``k`` (1-based) of the ``i``-th interaction: one ``segment`` call for ``k = 1``, else an
+    ``InteractiveSession`` whose clicks (positions ``i, i + 7, ...``) alternate positive / negative."""
+    if k == 1:
+        x, y = pos[i % len(pos)]
+        t = time.perf_counter()
+        seg.segment(PromptSet(points=Points([[x, y]])))
+        return time.perf_counter() - t
+    s = InteractiveSession(seg)
+    for j in range(k):
+        x, y = pos[(i + 7 * j) % len(pos)]
+        t = time.perf_counter()
+        s.click(x, y, positive=j % 2 == 0)
+    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -35,7 +54,10 @@ def main() -> None:
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="any RGB photo (default: Kodak kodim05)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--clicks", type=int, default=200, help="clicks per model (default 200)")
+    ap.add_argument("--round", type=int, default=1, help="time the K-th click of an interactive session (default 1)")
     args = ap.parse_args()
+    if args.round < 1:
+        raise SystemExit(f"--round must be >= 1, got {args.round}")
     if not args.image.is_file():
         raise SystemExit(f"image not found: {args.image} (pass --image PATH)")
     torch.set_num_threads(args.threads)
@@ -49,13 +71,11 @@ def main() -> None:
     pos = clicks(image)
     times: list[list[float]] = [[] for _ in segs]
     for i in range(args.clicks):
-        x, y = pos[i % len(pos)]
         for k, seg in enumerate(segs):
-            t = time.perf_counter()
-            seg.segment(PromptSet(points=Points([[x, y]])))
-            times[k].append(1000 * (time.perf_counter() - t))
+            times[k].append(1000 * timed_round(seg, pos, i, args.round))
     h, w = image.shape[:2]
-    print(f"{args.image.name} {w}×{h}, {args.threads} thread(s), {args.clicks} clicks per model, interleaved")
+    what = "clicks" if args.round == 1 else f"sessions (round {args.round} timed)"
+    print(f"{args.image.name} {w}×{h}, {args.threads} thread(s), {args.clicks} {what} per model, interleaved")
     base = statistics.median(times[0])
     for name, ts in zip(args.models, times, strict=True):
         q = np.percentile(ts, [10, 50, 90])

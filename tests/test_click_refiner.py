@@ -3,8 +3,10 @@ net's contract, the simulated errors and clicks, learning, saving, and how a mod
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from seem.models.click_refiner import (
     prototype_maps,
     stride8_features,
 )
+from seem.models.refiner_runtime import OnnxRefiner
 from seem.models.seem_model import SEEMModel
 from seem.predictor import Segmenter
 from seem.prompts import Box, Points, PromptSet
@@ -726,7 +729,7 @@ def test_large_windows_of_few_clicks_are_read_at_half_resolution(refined_model: 
     def run(coords: Tensor, labels: Tensor, **changes: int) -> Tensor:
         refined_model.config.refiner = dataclasses.replace(cfg, **changes)
         with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
-            mp.setattr(refined_model, "_inference_refiner", lambda: spy)
+            mp.setattr(refined_model, "_refiner_runner", lambda: spy)
             return refined_model.refine_clicks(canvas, logits4, coords, labels, logits4[0], features)
 
     full = run(one, lab1, half_above=0)
@@ -754,3 +757,76 @@ def test_large_windows_of_few_clicks_are_read_at_half_resolution(refined_model: 
     refined_model.config.refiner = cfg
     with pytest.raises(ValueError, match=r"half_above .* must be >= 0"):
         ClickRefinerConfig(half_above=-1)
+
+
+def _refiner_with_every_input(d: int) -> ClickRefiner:
+    """A tiny eval-mode refiner reading the previous mask, ``d``-channel features and a context stage, each with
+    weights that count."""
+    net = _small_refiner().with_prev_mask().with_features(d).with_context(2).eval()
+    with torch.no_grad():
+        assert net.feat_in is not None and net.context is not None
+        net.feat_in.weight.normal_()
+        net.context[-1].weight.normal_(0, 0.5)
+        net.down2[0].weight[:, 6].normal_()  # the previous mask's channel
+    return net
+
+
+def test_onnxruntime_runs_the_refiner_like_pytorch(refined_model: SEEMModel) -> None:
+    d = refined_model.config.pixel_decoder.mask_dim
+    folded = fold_batchnorm(_refiner_with_every_input(d))
+    runner = OnnxRefiner(folded, threads=1)
+    assert not any(m.training for m in folded.modules()), "the net stays in eval mode"
+    g = torch.Generator().manual_seed(0)
+    for (h, w), with_prev in itertools.product([(64, 96), (40, 24), (8, 16)], [True, False]):
+        x = [torch.randn(2, c, h, w, generator=g) for c in (3, 1, 2, 1)] + [torch.randn(2, d, h // 8, w // 8)]
+        x[2] = (x[2] > 1).float()
+        prev = x[3] if with_prev else None
+        with torch.no_grad():
+            want = folded(x[0], x[1], x[2], prev, x[4])
+        got = runner(x[0], x[1], x[2], prev, x[4])
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)  # one exported graph, any window and batch
+    x = [torch.randn(1, c, 60, 90, generator=g) for c in (3, 1, 2, 1)] + [torch.randn(1, d, 8, 12)]
+    with torch.no_grad():  # sides not multiples of 8: the PyTorch net itself
+        assert torch.equal(runner(*x), folded(*x))
+
+    # the model: on a CPU without gradients the folded net in onnxruntime, made once; the same masks as PyTorch's
+    refined_model.set_refiner(_refiner_with_every_input(d))
+    canvas, features = torch.randn(1, 3, 64, 96, generator=g), torch.randn(1, d, 16, 24, generator=g)
+    logits4 = torch.randn(1, 16, 24, generator=g)
+    coords, labels = torch.tensor([[40.0, 30.0], [10.0, 50.0]]), torch.tensor([1, 0])
+    cfg = refined_model.config.refiner
+    with torch.no_grad():
+        used = refined_model._refiner_runner()
+        assert isinstance(used, OnnxRefiner) and refined_model._refiner_runner() is used
+        a = refined_model.refine_clicks(canvas, logits4, coords, labels, logits4[0], features)
+        refined_model.config.refiner = dataclasses.replace(cfg, onnxruntime=False)
+        assert refined_model._refiner_runner() is refined_model._inference_refiner()
+        b = refined_model.refine_clicks(canvas, logits4, coords, labels, logits4[0], features)
+        refined_model.config.refiner = cfg
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert refined_model._refiner_runner() is refined_model.refiner, "with gradients on: the module itself"
+    twin = copy.deepcopy(refined_model)  # a session is neither copied nor pickled: the copy makes its own
+    assert twin._onnx_refiner.get() is None
+    with torch.no_grad():
+        torch.testing.assert_close(twin.refine_clicks(canvas, logits4, coords, labels, logits4[0], features), a)
+
+
+def test_a_refiner_onnxruntime_cannot_run_stays_with_pytorch(
+    refined_model: SEEMModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    canvas, logits4 = torch.randn(1, 3, 64, 96), torch.randn(1, 16, 24)
+    coords, labels = torch.tensor([[40.0, 30.0]]), torch.tensor([1])
+    with torch.no_grad():
+        with pytest.warns(RuntimeWarning, match="could not be run by onnxruntime: no exporter here"):
+            a = refined_model.refine_clicks(canvas, logits4, coords, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # told once, not at every click
+            b = refined_model.refine_clicks(canvas, logits4, coords, labels)
+        assert refined_model._refiner_runner() is refined_model._inference_refiner()
+        refined_model.config.refiner = dataclasses.replace(refined_model.config.refiner, onnxruntime=False)
+        torch.testing.assert_close(refined_model.refine_clicks(canvas, logits4, coords, labels), a)
+    assert torch.equal(a, b)

@@ -266,6 +266,8 @@ class Segmenter:
         self.exact = exact
         self.refine_clicks = refine_clicks
         """Correct the selected mask of a click prompt with the model's click refiner (models that have one)."""
+        if refine_clicks:
+            model.prepare_refiner()
         self._vocab_cache = VocabularyCache(model, cache_dir=cache_dir, progress=progress)
         self._vocab_spec: tuple[tuple[str, ...] | None, tuple[str, ...] | None] = (None, None)
         self._vocab: Vocabulary | None = None

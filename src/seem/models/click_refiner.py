@@ -89,6 +89,9 @@ class ClickRefinerConfig:
     half_clicks: int = 3
     """The most clicks (positive and negative) of a prompt whose refiner window may be read at half resolution
     (``half_above``)."""
+    onnxruntime: bool = True
+    """Inference only. On a CPU, run the net with onnxruntime (``seem.models.refiner_runtime``: 1.5–2.5× faster than
+    PyTorch here, the same logits up to float rounding); False, or onnxruntime missing: PyTorch."""
 
     def __post_init__(self) -> None:
         if self.reach < 0:
@@ -210,9 +213,18 @@ def prototype_maps(feats: Tensor, clicks: Tensor, coarse_prob: Tensor) -> Tensor
     clicks and the mask area-resampled to ``h × w`` as weights); 0 where a weight map is empty."""
     f = F.normalize(feats.float(), dim=1)
     size = f.shape[-2:]  # pooled apart and joined small: a full-resolution concatenation costs more than the rest
-    w = torch.cat([F.interpolate(m.float(), size=size, mode="area") for m in (clicks, coarse_prob)], 1)
+    w = torch.cat([_area(m.float(), size) for m in (clicks, coarse_prob)], 1)
     proto = torch.einsum("bkhw,bdhw->bkd", w, f) / w.sum((2, 3))[..., None].clamp_min(1e-6)
     return torch.einsum("bkd,bdhw->bkhw", F.normalize(proto, dim=-1), f)
+
+
+def _area(x: Tensor, size: torch.Size) -> Tensor:
+    """``x [B, C, H, W]`` area-resampled to ``size``: a plain average pooling when the sizes divide (the refiner's
+    windows: ``H = 8 h``), which exports to ONNX with dynamic sizes (``mode="area"`` does not); the same values."""
+    (h, w), (sh, sw) = (int(v) for v in x.shape[-2:]), (int(v) for v in size)  # (a traced export keeps the ratio)
+    if h % sh == 0 and w % sw == 0:
+        return F.avg_pool2d(x, (h // sh, w // sw))
+    return F.interpolate(x, size=size, mode="area")
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

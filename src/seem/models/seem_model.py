@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from seem.models.click_refiner import (
 from seem.models.config import DecoderVariant, SEEMConfig, TextEncoderConfig, from_official_yaml
 from seem.models.pixel_decoders.fpn_transformer import TransformerEncoderPixelDecoder
 from seem.models.preprocess import normalize_and_pad
+from seem.models.refiner_runtime import OnnxRefiner, onnxruntime_available
 from seem.models.seem_decoder import SEEMDecoder
 from seem.models.seem_types import (
     DecoderDraws,
@@ -140,6 +142,8 @@ class SEEMModel(nn.Module):
         self._folded_refiner: tuple[tuple[object, ...], ClickRefiner] | None = None
         """Inference copy of ``refiner`` with BatchNorm folded in (``fold_batchnorm``) and the state it was made
         from (a plain tuple, so not a submodule: it is in no state dict)."""
+        self._onnx_refiner = _RunnerSlot()
+        """The folded refiner in onnxruntime (``_refiner_runner``); left out of copies and pickles."""
         self._pooled_features: tuple[weakref.ref[Tensor], tuple[object, ...], Tensor] | None = None
         """The last image's mask features pooled to stride 8 for the refiner (``stride8_features``), with a weak
         reference to the features they came from and that tensor's version, shape, device and dtype: the clicks
@@ -263,7 +267,7 @@ class SEEMModel(nn.Module):
             maps_w = click_maps((coords.float() - at) / 2, labels, (hh, ww), cfg.click_radius)
         else:
             maps_w = click_maps(coords, labels, (hp, wp), cfg.click_radius)[:, y0:y1, x0:x1]
-        small = self._inference_refiner()(  # window views as they are: the net concatenates them in one pass
+        small = self._refiner_runner()(  # window views as they are: the net concatenates them in one pass
             image_w.expand(c, -1, -1, -1),
             coarse_w,
             maps_w.to(coarse)[None].expand(c, -1, -1, -1),
@@ -309,11 +313,41 @@ class SEEMModel(nn.Module):
             self._folded_refiner = (key, _channels_last(fold_batchnorm(net)))
         return self._folded_refiner[1]
 
+    @torch.no_grad()
+    def prepare_refiner(self) -> None:
+        """Make the inference copy of the click refiner now (folded, and handed to onnxruntime on a CPU: about half a
+        second), so that the first refined click does not wait for it. Nothing for a model without a refiner."""
+        if self.refiner is not None and not self.refiner.training:
+            self._refiner_runner()
+
+    def _refiner_runner(self) -> ClickRefiner | OnnxRefiner:
+        """What runs the refiner's net at inference: ``_inference_refiner()``, or that net in onnxruntime
+        (``OnnxRefiner``, made once per folded net and thread count) when it is folded, on the CPU, with
+        ``config.refiner.onnxruntime`` and onnxruntime installed. A net onnxruntime cannot run stays with PyTorch
+        (one warning)."""
+        net = self._inference_refiner()
+        if net is self.refiner or not self.config.refiner.onnxruntime or net.head.weight.device.type != "cpu":
+            return net
+        threads = torch.get_num_threads()
+        cached = self._onnx_refiner.get()
+        if cached is not None and cached.net is net and cached.threads == threads:
+            return cached
+        if self._onnx_refiner.failed is net or not onnxruntime_available():
+            return net
+        try:
+            runner = OnnxRefiner(net, threads)
+        except RuntimeError as e:
+            warnings.warn(f"{e}; the click refiner runs in PyTorch", RuntimeWarning, stacklevel=2)
+            self._onnx_refiner.failed = net
+            return net
+        self._onnx_refiner.set(runner)
+        return runner
+
     def set_refiner(self, refiner: ClickRefiner | None) -> None:
         """Give the model a click refiner (trained apart, ``seem.train.refiner``) or remove it; the config follows,
         so ``save_pretrained`` writes it: the refiner's own config, except the model's inference settings ``reach``
         and ``far_weight`` (how far from the clicks the correction counts in full), ``half_above`` and
-        ``half_clicks`` (when the net reads a half-resolution window), which stay as they were."""
+        ``half_clicks`` (when the net reads a half-resolution window) and ``onnxruntime``, which stay as they were."""
         if refiner is not None and not isinstance(refiner, ClickRefiner):
             raise TypeError(f"refiner must be a ClickRefiner or None, got {type(refiner).__name__}")
         dim = self.config.pixel_decoder.mask_dim
@@ -326,7 +360,7 @@ class SEEMModel(nn.Module):
         self._folded_refiner = None
         old = self.config.refiner
         cfg = ClickRefinerConfig() if refiner is None else dataclasses.replace(refiner.cfg, enabled=True)
-        kept = ("reach", "far_weight", "half_above", "half_clicks")
+        kept = ("reach", "far_weight", "half_above", "half_clicks", "onnxruntime")
         cfg = dataclasses.replace(cfg, **{k: getattr(old, k) for k in kept})
         self.config = dataclasses.replace(self.config, refiner=cfg)
 
@@ -449,6 +483,27 @@ class SEEMModel(nn.Module):
             if bad:
                 raise CheckpointError(f"{shipped}: class embeddings must be {dim} wide (text.proj_dim)")
         return model.eval()
+
+
+class _RunnerSlot:
+    """Holds the model's ``OnnxRefiner`` (and the folded net onnxruntime refused, so it is not tried again); copies
+    and pickles of the model get an empty slot (an onnxruntime session can be neither)."""
+
+    def __init__(self) -> None:
+        self._runner: OnnxRefiner | None = None
+        self.failed: ClickRefiner | None = None
+
+    def get(self) -> OnnxRefiner | None:
+        return self._runner
+
+    def set(self, runner: OnnxRefiner) -> None:
+        self._runner = runner
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _RunnerSlot:
+        return _RunnerSlot()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"_runner": None, "failed": None}
 
 
 def _channels_last(refiner: ClickRefiner) -> ClickRefiner:
