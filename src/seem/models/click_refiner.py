@@ -90,8 +90,9 @@ class ClickRefinerConfig:
     """The most clicks (positive and negative) of a prompt whose refiner window may be read at half resolution
     (``half_above``)."""
     onnxruntime: bool = True
-    """Inference only. On a CPU, run the net with onnxruntime (``seem.models.refiner_runtime``: 1.5–2.5× faster than
-    PyTorch here, the same logits up to float rounding); False, or onnxruntime missing: PyTorch."""
+    """Inference only. On a CPU, run the net with onnxruntime (``seem.models.refiner_runtime``: about 1.3× (large
+    windows) to 2× (small ones) as fast as PyTorch here, the same logits up to float rounding); False, or onnxruntime
+    missing: PyTorch."""
 
     def __post_init__(self) -> None:
         if self.reach < 0:
