@@ -228,7 +228,9 @@ class Segmenter:
         refine_clicks: models with a click refiner (``seem.models.click_refiner``; the default model): correct the
             selected mask of every prompt that has points with it (masks at the input canvas resolution; the refined
             mask is also the next round's ``low_res_logits`` / memory). Boxes, scribbles and granularity levels
-            (``segment_levels``) keep the decoder's masks. False: the decoder's masks only.
+            (``segment_levels``) keep the decoder's masks. False: the decoder's masks only. With it on, the refiner's
+            inference copy is made here (``SEEMModel.prepare_refiner``: on a CPU handed to onnxruntime, about half a
+            second, once per model), not at the first click.
 
     Attribute ``reference_cache_size`` (default 2): how many encoded images are kept for reference-image prompts,
     the images passed to ``set_image`` included (so referring to the previous image, as video tracking does, costs
