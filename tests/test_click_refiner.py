@@ -806,7 +806,7 @@ def test_onnxruntime_runs_the_refiner_like_pytorch(refined_model: SEEMModel) -> 
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert refined_model._refiner_runner() is refined_model.refiner, "with gradients on: the module itself"
     twin = copy.deepcopy(refined_model)  # a session is neither copied nor pickled: the copy makes its own
-    assert twin._onnx_refiner.get() is None
+    assert twin._onnx_refiner.runner is None
     with torch.no_grad():
         torch.testing.assert_close(twin.refine_clicks(canvas, logits4, coords, labels, logits4[0], features), a)
 

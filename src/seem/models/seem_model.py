@@ -329,7 +329,7 @@ class SEEMModel(nn.Module):
         if net is self.refiner or not self.config.refiner.onnxruntime or net.head.weight.device.type != "cpu":
             return net
         threads = torch.get_num_threads()
-        cached = self._onnx_refiner.get()
+        cached = self._onnx_refiner.runner
         if cached is not None and cached.net is net and cached.threads == threads:
             return cached
         if self._onnx_refiner.failed is net or not onnxruntime_available():
@@ -340,7 +340,7 @@ class SEEMModel(nn.Module):
             warnings.warn(f"{e}; the click refiner runs in PyTorch", RuntimeWarning, stacklevel=2)
             self._onnx_refiner.failed = net
             return net
-        self._onnx_refiner.set(runner)
+        self._onnx_refiner.runner = runner
         return runner
 
     def set_refiner(self, refiner: ClickRefiner | None) -> None:
@@ -490,20 +490,14 @@ class _RunnerSlot:
     and pickles of the model get an empty slot (an onnxruntime session can be neither)."""
 
     def __init__(self) -> None:
-        self._runner: OnnxRefiner | None = None
+        self.runner: OnnxRefiner | None = None
         self.failed: ClickRefiner | None = None
-
-    def get(self) -> OnnxRefiner | None:
-        return self._runner
-
-    def set(self, runner: OnnxRefiner) -> None:
-        self._runner = runner
 
     def __deepcopy__(self, memo: dict[int, object]) -> _RunnerSlot:
         return _RunnerSlot()
 
     def __getstate__(self) -> dict[str, object]:
-        return {"_runner": None, "failed": None}
+        return {"runner": None, "failed": None}
 
 
 def _channels_last(refiner: ClickRefiner) -> ClickRefiner:
