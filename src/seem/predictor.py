@@ -66,6 +66,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from seem.io import DEFAULT_MAX_PIXELS, ImageInput, read_image, resize_image
+from seem.models.box_grabcut import box_fit_iou, grabcut_box_mask
 from seem.models.postprocess import (
     crop_and_resize,
     instance_inference,
@@ -181,10 +182,12 @@ class _ObjectResult:
     kind: Kind
     rule: Rule
     candidates: list[_Candidate]  # [0] is the official selection; the rest sorted by score
-    clip_box: tuple[float, float, float, float] | None = None  # box_rule "fit": XYXY original pixels to keep
+    clip_box: tuple[float, float, float, float] | None = None  # box_rule "fit" / "grabcut": XYXY original pixels kept
 
 
-BOX_RULES = ("official", "fit")
+BOX_RULES = ("official", "fit", "grabcut")
+GRABCUT_LOGIT = 8.0
+"""|logit| of a mask that ``box_rule = "grabcut"`` took from GrabCut (a hard mask: +inside, -outside)."""
 NEGATIVE_CLICK_RULES = ("official", "drop_region")
 CLIPPED_LOGIT = -1e4  # logits outside a fitted box (far below any model output; sigmoid 0, no inf / nan)
 
@@ -573,7 +576,8 @@ class Segmenter:
                 results[i] = self._run_one(p, mems[i], vocab, per[i], max_candidates, refine)
         if refine:
             results = [
-                None if r is None else self._refined(r, p, m) for r, p, m in zip(results, preps, mems, strict=True)
+                None if r is None else self._box_grabcut(self._refined(r, p, m))
+                for r, p, m in zip(results, preps, mems, strict=True)
             ]
         return [r for r in results if r is not None], vocab
 
@@ -657,12 +661,13 @@ class Segmenter:
         return out
 
     def _fitted_box(self, p: _Prepared) -> tuple[float, float, float, float] | None:
-        """The union of a box-only prompt's boxes when the model's ``box_rule`` is ``"fit"``, else None."""
+        """The union of a box-only prompt's boxes when the model's ``box_rule`` is ``"fit"`` or ``"grabcut"``, else
+        None."""
         rule = self.model.config.inference.box_rule
         if rule not in BOX_RULES:
             raise ValueError(f"model config inference.box_rule must be one of {', '.join(BOX_RULES)}, got {rule!r}")
         ps = p.prompts
-        if rule != "fit" or p.kind != "visual" or not ps.boxes:
+        if rule == "official" or p.kind != "visual" or not ps.boxes:
             return None
         if ps.points is not None or ps.scribbles or ps.polygons or ps.masks or ps.text is not None:
             return None
@@ -709,6 +714,39 @@ class Segmenter:
         out = self.model.refine_clicks(st.canvas, c.logits4[None], coords, labels, memory, st.features.mask_features)[0]
         c.canvas_logits = out
         c.logits4 = F.avg_pool2d(out[None, None], 4)[0, 0].to(c.logits4.dtype)
+        return res
+
+    def _box_grabcut(self, res: _ObjectResult) -> _ObjectResult:
+        """``box_rule == "grabcut"``: the selected mask of a box-only prompt (fitted to the box as with ``"fit"``)
+        refined by OpenCV's GrabCut on the resized image (``seem.models.box_grabcut``), kept when its bounding box
+        matches the box better than the fitted mask's: its ``canvas_logits`` set to ±``GRABCUT_LOGIT`` and its
+        ``logits4`` (the next round's memory) to their stride-4 average. Other rules and prompts: ``res`` unchanged."""
+        box = res.clip_box
+        if box is None or self.model.config.inference.box_rule != "grabcut":
+            return res
+        st = self._require()
+        g = st.geometry
+        c = res.candidates[0]
+        h, w = g.resized_size
+        hp, wp = g.padded_size
+        up = F.interpolate(c.logits4[None, None].float(), size=(hp, wp), mode="bilinear", align_corners=False)
+        fitted = (up[0, 0, :h, :w] > 0).cpu().numpy()
+        sy, sx = g.scale
+        x0, y0 = max(0, math.floor(box[0] * sx)), max(0, math.floor(box[1] * sy))
+        x1, y1 = min(w, math.ceil(box[2] * sx)), min(h, math.ceil(box[3] * sy))
+        if x1 <= x0 or y1 <= y0:
+            return res
+        cbox = (x0, y0, x1, y1)
+        inside = np.zeros_like(fitted)
+        inside[y0:y1, x0:x1] = True
+        fitted &= inside
+        cut = grabcut_box_mask(resize_image(st.image, (h, w)), fitted, cbox)
+        if cut is None or box_fit_iou(cut, cbox) <= box_fit_iou(fitted, cbox):
+            return res
+        logits = torch.full((hp, wp), -GRABCUT_LOGIT, dtype=torch.float32)
+        logits[:h, :w][torch.from_numpy(cut)] = GRABCUT_LOGIT
+        c.canvas_logits = logits.to(self.device)
+        c.logits4 = F.avg_pool2d(c.canvas_logits[None, None], 4)[0, 0].to(c.logits4.dtype)
         return res
 
     def _refines(self, p: _Prepared) -> bool:
