@@ -66,7 +66,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from seem.io import DEFAULT_MAX_PIXELS, ImageInput, read_image, resize_image
-from seem.models.box_grabcut import box_fit_iou, grabcut_box_mask
+from seem.models.grabcut import box_fit_iou, grabcut_box_mask, grabcut_polygon_mask
 from seem.models.postprocess import (
     crop_and_resize,
     instance_inference,
@@ -186,8 +186,10 @@ class _ObjectResult:
 
 
 BOX_RULES = ("official", "fit", "grabcut")
+POLYGON_RULES = ("official", "grabcut")
 GRABCUT_LOGIT = 8.0
-"""|logit| of a mask that ``box_rule = "grabcut"`` took from GrabCut (a hard mask: +inside, -outside)."""
+"""|logit| of a mask that ``box_rule`` / ``polygon_rule = "grabcut"`` took from GrabCut (a hard mask: +inside,
+-outside)."""
 NEGATIVE_CLICK_RULES = ("official", "drop_region")
 CLIPPED_LOGIT = -1e4  # logits outside a fitted box (far below any model output; sigmoid 0, no inf / nan)
 
@@ -576,7 +578,7 @@ class Segmenter:
                 results[i] = self._run_one(p, mems[i], vocab, per[i], max_candidates, refine)
         if refine:
             results = [
-                None if r is None else self._box_grabcut(self._refined(r, p, m))
+                None if r is None else self._polygon_grabcut(self._box_grabcut(self._refined(r, p, m)), p)
                 for r, p, m in zip(results, preps, mems, strict=True)
             ]
         return [r for r in results if r is not None], vocab
@@ -718,7 +720,7 @@ class Segmenter:
 
     def _box_grabcut(self, res: _ObjectResult) -> _ObjectResult:
         """``box_rule == "grabcut"``: the selected mask of a box-only prompt (fitted to the box as with ``"fit"``)
-        refined by OpenCV's GrabCut on the resized image (``seem.models.box_grabcut``), kept when its bounding box
+        refined by OpenCV's GrabCut on the resized image (``seem.models.grabcut``), kept when its bounding box
         matches the box better than the fitted mask's: its ``canvas_logits`` set to ±``GRABCUT_LOGIT`` and its
         ``logits4`` (the next round's memory) to their stride-4 average. Other rules and prompts: ``res`` unchanged."""
         box = res.clip_box
@@ -743,11 +745,45 @@ class Segmenter:
         cut = grabcut_box_mask(resize_image(st.image, (h, w)), fitted, cbox)
         if cut is None or box_fit_iou(cut, cbox) <= box_fit_iou(fitted, cbox):
             return res
+        self._set_hard_mask(c, cut)
+        return res
+
+    def _polygon_grabcut(self, res: _ObjectResult, p: _Prepared) -> _ObjectResult:
+        """``polygon_rule == "grabcut"``: a prompt of positive polygons only gets the filled polygons (as the model
+        read them, ``seem.prompts.rasterize``) with their edges snapped to the image's by OpenCV's GrabCut on the
+        resized image, moved by at most ``polygon_band`` canvas pixels (``seem.models.grabcut.grabcut_polygon_mask``),
+        instead of the decoder's mask; the filled polygons themselves when GrabCut has nothing to cut. Other rules
+        and prompts: ``res`` unchanged."""
+        inf = self.model.config.inference
+        rule, band = inf.polygon_rule, inf.polygon_band
+        if rule not in POLYGON_RULES:
+            allowed = ", ".join(POLYGON_RULES)
+            raise ValueError(f"model config inference.polygon_rule must be one of {allowed}, got {rule!r}")
+        if isinstance(band, bool) or not isinstance(band, int) or band < 1:
+            raise ValueError(f"model config inference.polygon_band must be an int >= 1 (canvas pixels), got {band!r}")
+        ps = p.prompts
+        if rule != "grabcut" or p.kind != "visual" or not ps.polygons:
+            return res
+        if ps.points is not None or ps.boxes or ps.scribbles or ps.masks or not all(q.label for q in ps.polygons):
+            return res
+        st = self._require()
+        g = st.geometry
+        h, w = g.resized_size
+        filled = rasterize(PromptSet(polygons=ps.polygons), g).pos[:h, :w]
+        cut = grabcut_polygon_mask(resize_image(st.image, (h, w)), filled, band)
+        self._set_hard_mask(res.candidates[0], filled if cut is None or not cut.any() else cut)
+        return res
+
+    def _set_hard_mask(self, c: _Candidate, mask: np.ndarray) -> None:
+        """Make bool ``mask [h, w]`` (the resized image) ``c``'s result: ``canvas_logits`` ±``GRABCUT_LOGIT`` on the
+        padded canvas, ``logits4`` (the next round's memory) their stride-4 average."""
+        g = self._require().geometry
+        h, w = g.resized_size
+        hp, wp = g.padded_size
         logits = torch.full((hp, wp), -GRABCUT_LOGIT, dtype=torch.float32)
-        logits[:h, :w][torch.from_numpy(cut)] = GRABCUT_LOGIT
+        logits[:h, :w][torch.from_numpy(mask)] = GRABCUT_LOGIT
         c.canvas_logits = logits.to(self.device)
         c.logits4 = F.avg_pool2d(c.canvas_logits[None, None], 4)[0, 0].to(c.logits4.dtype)
-        return res
 
     def _refines(self, p: _Prepared) -> bool:
         """Whether the click refiner corrects the selected mask of ``p`` (a visual prompt with points, a model

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from seem.prompts import Box, MaskPrompt, Points, PromptSet
+from seem.prompts import Box, MaskPrompt, Points, Polygon, PromptSet
 
 
 def _triple(mask: np.ndarray, score: float, low_res: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -51,11 +51,14 @@ class SegmenterAdapter:
         return masks, scores, logits
 
     def predict_prompt(self, prompt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A simulated prompt: points and boxes as such, strokes / scribbles / polygons as their drawn masks."""
+        """A simulated prompt: points, boxes and polygons as such (a model's ``box_rule`` / ``polygon_rule`` read
+        them), strokes and scribbles as their drawn masks."""
         if prompt.kind == "point":
             ps = PromptSet(points=Points(np.asarray(prompt.points_xy, np.float32)))
         elif prompt.kind == "box" and prompt.box_xyxy is not None:
             ps = PromptSet(boxes=[Box(*[float(v) for v in prompt.box_xyxy])])
+        elif prompt.kind == "polygon" and len(prompt.paths_xy) == 1 and len(prompt.paths_xy[0]) >= 3:
+            ps = PromptSet(polygons=[Polygon(np.asarray(prompt.paths_xy[0], np.float32))])
         else:
             masks = [MaskPrompt(prompt.mask)]
             if prompt.negative_mask is not None and prompt.negative_mask.any():

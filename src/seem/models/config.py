@@ -182,9 +182,17 @@ class InferenceConfig:
     """How ``Segmenter`` reads a prompt made of boxes only: ``"official"`` (the model's selection score picks the
     mask), ``"fit"`` (the prompt's query mask whose bounding box best matches the boxes' union, with the pixels
     outside that box removed: a box frames its object) or ``"grabcut"`` (that mask refined by OpenCV's GrabCut in
-    the box, ``seem.models.box_grabcut``, kept when its bounding box matches the box better; about 0.2 s more per
+    the box, ``seem.models.grabcut``, kept when its bounding box matches the box better; about 0.2 s more per
     box on a 2-core CPU). The default model uses ``"grabcut"``: its selection score picked its coarsest level for
     boxes, a region far larger than the box, and its fitted masks follow the object only roughly (MODELS.md)."""
+    polygon_rule: str = "official"
+    """How ``Segmenter`` reads a prompt made of positive polygons only: ``"official"`` (a region prompt, like a
+    scribble) or ``"grabcut"`` (the filled polygons with their edges snapped to the image's edges by OpenCV's
+    GrabCut, moved by at most ``polygon_band`` canvas pixels either way, ``seem.models.grabcut``; the decoder's mask
+    is not used). A polygon traces the object's outline, as an annotator clicks it: the default model uses
+    ``"grabcut"``, its own mask of a polygon being far less exact than the polygon (MODELS.md)."""
+    polygon_band: int = 8
+    """``polygon_rule = "grabcut"``: how far (canvas pixels) GrabCut may move the polygons' edges, in and out."""
     negative_click_rule: str = "official"
     """How ``Segmenter`` reads negative clicks: ``"official"`` (as prompts only) or ``"drop_region"`` (also: a
     negative click inside the mask removes the connected region of the mask that holds it, unless that region holds
