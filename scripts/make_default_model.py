@@ -58,14 +58,15 @@ def main() -> None:
     model = SEEMModel.from_pretrained(_joined(Path(args.run)))
     names = tuple(build_sources(load_config(args.config)).class_names)
     # how the model is read (InferenceConfig; MODELS.md measures each against the official reading): its training
-    # scale as the input size, the mask that fits a box refined by GrabCut, a polygon's edge snapped by GrabCut, a
-    # negative click drops its region
+    # scale as the input size, the mask that fits a box refined by GrabCut, a polygon's edge snapped by GrabCut,
+    # strokes read as clicks by the click refiner, a negative click drops its region
     inference = dataclasses.replace(
         model.config.inference,
         short_side=384,
         box_rule="grabcut",
         polygon_rule="grabcut",
         polygon_band=8,
+        stroke_clicks=60.0,
         negative_click_rule="drop_region",
     )
     model.config = dataclasses.replace(model.config, name="seem-default", vocabulary=names, inference=inference)

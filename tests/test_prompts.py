@@ -22,6 +22,7 @@ from seem.prompts import (
     Text,
     rasterize,
     resized_size,
+    spaced_pixels,
 )
 
 
@@ -98,6 +99,31 @@ def test_scribble_is_cv2_polyline_of_width_5() -> None:
     assert 9 <= dot.pos.sum() <= 30  # a single vertex still draws a dot
     neg = rasterize(PromptSet(boxes=Box(0, 0, 10, 10), scribbles=Scribble([[100, 100], [200, 100]], label=0)), g)
     assert neg.neg.sum() > 0 and not (neg.pos & neg.neg).any()
+
+
+def test_spaced_pixels_cover_a_drawn_stroke() -> None:
+    """A scribble drawn on the canvas, read as clicks: taken pixels lie on the stroke, at least ``spacing`` apart, and
+    every stroke pixel is within ``spacing`` of one (the rule ``InferenceConfig.stroke_clicks`` uses)."""
+    g = ImageGeometry.for_image(384, 576)
+    drawn = rasterize(PromptSet(scribbles=Scribble([[40, 300], [200, 100], [420, 260], [540, 60]])), g).pos
+    for spacing in (10.0, 60.0):
+        pts = spaced_pixels(drawn, spacing)
+        assert pts.dtype == np.int64 and pts.shape[1] == 2 and drawn[pts[:, 1], pts[:, 0]].all()
+        d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
+        assert d[~np.eye(len(pts), dtype=bool)].min() >= spacing
+        ys, xs = np.nonzero(drawn)
+        nearest = np.hypot(xs[:, None] - pts[None, :, 0], ys[:, None] - pts[None, :, 1]).min(axis=1)
+        assert nearest.max() < spacing
+        assert np.array_equal(pts, spaced_pixels(drawn, spacing))
+    assert len(spaced_pixels(drawn, 60.0)) < len(spaced_pixels(drawn, 10.0))
+    first = spaced_pixels(drawn, 1e9)  # one pixel: the first of the stroke in row-major order
+    ys, xs = np.nonzero(drawn)
+    assert first.tolist() == [[int(xs[0]), int(ys[0])]]
+    assert spaced_pixels(np.zeros((5, 5), bool), 3.0).shape == (0, 2)
+    with pytest.raises(ValueError, match="spacing must be > 0"):
+        spaced_pixels(drawn, 0.0)
+    with pytest.raises(ValueError, match=r"mask must be bool \[H, W\]"):
+        spaced_pixels(drawn.astype(np.uint8), 5.0)
 
 
 def test_polygon_and_mask_prompts() -> None:

@@ -91,6 +91,7 @@ from seem.prompts import (
     PromptTypeError,
     ReferenceImage,
     rasterize,
+    spaced_pixels,
 )
 from seem.results import PanopticSegmentation, Segment, SemanticSegmentation
 from seem.vocabulary import Vocabulary, VocabularyCache, coco_panoptic_categories, validate_class_names
@@ -702,17 +703,17 @@ class Segmenter:
         return res
 
     def _refined(self, res: _ObjectResult, p: _Prepared, memory: Tensor | None) -> _ObjectResult:
-        """The selected candidate of a click prompt corrected by the model's click refiner (which may also read
-        ``memory``, the previous round's mask): its ``canvas_logits`` set and its ``logits4`` (the next round's
-        memory) replaced by their stride-4 average. Unchanged: models without a refiner, ``refine_clicks=False``,
-        prompts without points, fitted boxes."""
+        """The selected candidate of a click prompt (or of a stroke / scribble / mask prompt, ``_refiner_clicks``)
+        corrected by the model's click refiner (which may also read ``memory``, the previous round's mask): its
+        ``canvas_logits`` set and its ``logits4`` (the next round's memory) replaced by their stride-4 average.
+        Unchanged: models without a refiner, ``refine_clicks=False``, other prompts, fitted boxes."""
         st = self._require()
-        pts = p.prompts.points
-        if pts is None or st.canvas is None or not self._refines(p) or res.clip_box:
+        clicks = None if res.clip_box else self._refiner_clicks(p)
+        if clicks is None or st.canvas is None:
             return res
         c = res.candidates[0]
-        coords = torch.from_numpy(st.geometry.canvas_pixels(pts.coords)).to(self.device)
-        labels = torch.from_numpy(np.asarray(pts.labels, dtype=np.int64)).to(self.device)
+        coords = torch.from_numpy(clicks[0]).to(self.device)
+        labels = torch.from_numpy(clicks[1]).to(self.device)
         out = self.model.refine_clicks(st.canvas, c.logits4[None], coords, labels, memory, st.features.mask_features)[0]
         c.canvas_logits = out
         c.logits4 = F.avg_pool2d(out[None, None], 4)[0, 0].to(c.logits4.dtype)
@@ -784,6 +785,34 @@ class Segmenter:
         logits[:h, :w][torch.from_numpy(mask)] = GRABCUT_LOGIT
         c.canvas_logits = logits.to(self.device)
         c.logits4 = F.avg_pool2d(c.canvas_logits[None, None], 4)[0, 0].to(c.logits4.dtype)
+
+    def _refiner_clicks(self, p: _Prepared) -> tuple[np.ndarray, np.ndarray] | None:
+        """What the click refiner reads of ``p``: (canvas pixels int64 ``[N, 2]`` (x, y), labels int64 ``[N]``, 1
+        positive / 0 negative), or None when it does not correct ``p``. A click prompt (``_refines``): its clicks. With
+        ``InferenceConfig.stroke_clicks > 0``, a visual prompt of strokes, scribbles and masks (and polygons with
+        them; no clicks, no box): the pixels of its drawn prompts at least that many canvas pixels apart
+        (``seem.prompts.spaced_pixels``: positive ones first), when it has a positive one."""
+        st = self._require()
+        ps = p.prompts
+        if ps.points is not None:
+            if not self._refines(p):
+                return None
+            return st.geometry.canvas_pixels(ps.points.coords), np.asarray(ps.points.labels, dtype=np.int64)
+        spacing = self.model.config.inference.stroke_clicks
+        if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or spacing < 0:
+            raise ValueError(
+                f"model config inference.stroke_clicks must be a number >= 0 (canvas pixels), got {spacing!r}"
+            )
+        if not spacing or not self.refine_clicks or st.canvas is None or p.kind != "visual":
+            return None
+        if ps.boxes or not (ps.scribbles or ps.masks):
+            return None
+        drawn = rasterize(PromptSet(scribbles=ps.scribbles, polygons=ps.polygons, masks=ps.masks), st.geometry)
+        pos, neg = spaced_pixels(drawn.pos, spacing), spaced_pixels(drawn.neg, spacing)
+        if not len(pos):
+            return None
+        labels = np.concatenate([np.ones(len(pos), np.int64), np.zeros(len(neg), np.int64)])
+        return np.concatenate([pos, neg]), labels
 
     def _refines(self, p: _Prepared) -> bool:
         """Whether the click refiner corrects the selected mask of ``p`` (a visual prompt with points, a model

@@ -70,6 +70,7 @@ __all__ = [
     "Text",
     "rasterize",
     "resized_size",
+    "spaced_pixels",
 ]
 
 DEFAULT_SHORT_SIDE = 512
@@ -673,3 +674,26 @@ def rasterize(prompts: PromptSet, geometry: ImageGeometry) -> RasterizedPrompt:
     out_pos[:h, :w] = pos
     out_neg[:h, :w] = neg
     return RasterizedPrompt(out_pos, out_neg, geometry)
+
+
+def spaced_pixels(mask: np.ndarray, spacing: float) -> np.ndarray:
+    """Pixels of bool ``mask [H, W]`` at least ``spacing`` px apart, covering it: int64 ``[K, 2]`` ``(x, y)``.
+
+    Greedy in row-major order: the first pixel of the mask is taken, every pixel closer than ``spacing`` to it is
+    dropped, and so on; every mask pixel then lies within ``spacing`` of a taken one. Deterministic. An empty mask
+    gives ``[0, 2]``. Used to read a stroke, scribble or mask prompt as clicks (``InferenceConfig.stroke_clicks``).
+    """
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_ or mask.ndim != 2:
+        raise ValueError(f"mask must be bool [H, W], got {mask.dtype} {tuple(mask.shape)}")
+    if not spacing > 0:
+        raise ValueError(f"spacing must be > 0 (pixels), got {spacing!r}")
+    ys, xs = np.nonzero(mask)
+    alive = np.ones(xs.shape[0], dtype=bool)
+    taken: list[int] = []
+    s2 = float(spacing) ** 2
+    while alive.any():
+        j = int(np.argmax(alive))  # the first pixel still alive, row-major
+        taken.append(j)
+        alive &= (xs - xs[j]) ** 2 + (ys - ys[j]) ** 2 >= s2
+    return np.stack([xs[taken], ys[taken]], axis=1).astype(np.int64).reshape(-1, 2)

@@ -193,6 +193,12 @@ class InferenceConfig:
     ``"grabcut"``, its own mask of a polygon being far less exact than the polygon (MODELS.md)."""
     polygon_band: int = 8
     """``polygon_rule = "grabcut"``: how far (canvas pixels) GrabCut may move the polygons' edges, in and out."""
+    stroke_clicks: float = 0.0
+    """With a click refiner: a prompt of strokes, scribbles and masks (no clicks, no box) is also corrected by the
+    refiner, reading as clicks the pixels of the drawn prompt at least this many canvas pixels apart
+    (``seem.prompts.spaced_pixels``; positive and negative as drawn); 0 = not refined (the decoder's mask). The
+    default model uses 60: its decoder's mask of a scribble was far less exact than of a refined click
+    (MODELS.md)."""
     negative_click_rule: str = "official"
     """How ``Segmenter`` reads negative clicks: ``"official"`` (as prompts only) or ``"drop_region"`` (also: a
     negative click inside the mask removes the connected region of the mask that holds it, unless that region holds
