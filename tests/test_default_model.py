@@ -169,6 +169,7 @@ def test_box_rules_on_grabcut(model: SEEMModel, one_torch_thread: None) -> None:
     assert model.config.inference.box_rule == "grabcut"
     ds, _ = open_dataset(require(DATA_DIR / "grabcut", "GrabCut"))
     segs = {"grabcut": Segmenter(model, progress=False, cache_dir=False)}
+    segs["unrefined"] = Segmenter(model, progress=False, cache_dir=False, refine_clicks=False)
     segs |= {rule: _with_rule(model, rule) for rule in ("fit", "official")}
     ious: dict[str, list[float]] = {name: [] for name in segs}
     for i in range(0, len(ds), 2):
@@ -191,6 +192,9 @@ def test_box_rules_on_grabcut(model: SEEMModel, one_torch_thread: None) -> None:
                 assert np.array_equal(masks[0], m) and np.array_equal(low[0], obj.low_res_logits)
     assert np.mean(ious["fit"]) >= np.mean(ious["official"]) + 0.15, ious
     assert np.mean(ious["grabcut"]) >= np.mean(ious["fit"]) + 0.05, ious
+    # then the click refiner reading the mask's inside as clicks: 0.761 against 0.735 on all 10 (MODELS.md), here
+    # 0.711 against 0.705
+    assert np.mean(ious["grabcut"]) >= np.mean(ious["unrefined"]), ious
     # a click with the box is not box-only: the model's own selection (then the click refiner)
     box = Box(170, 10, 420, 300)
     results = []

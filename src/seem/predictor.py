@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -188,6 +189,8 @@ class _ObjectResult:
 
 BOX_RULES = ("official", "fit", "grabcut")
 POLYGON_RULES = ("official", "grabcut")
+BOX_CLICK_MARGIN = 16
+"""``box_rule = "grabcut"`` with a click refiner: canvas pixels in from a box mask's edge where its clicks start."""
 GRABCUT_LOGIT = 8.0
 """|logit| of a mask that ``box_rule`` / ``polygon_rule = "grabcut"`` took from GrabCut (a hard mask: +inside,
 -outside)."""
@@ -722,8 +725,9 @@ class Segmenter:
     def _box_grabcut(self, res: _ObjectResult) -> _ObjectResult:
         """``box_rule == "grabcut"``: the selected mask of a box-only prompt (fitted to the box as with ``"fit"``)
         refined by OpenCV's GrabCut on the resized image (``seem.models.grabcut``), kept when its bounding box
-        matches the box better than the fitted mask's: its ``canvas_logits`` set to ±``GRABCUT_LOGIT`` and its
-        ``logits4`` (the next round's memory) to their stride-4 average. Other rules and prompts: ``res`` unchanged."""
+        matches the box better than the fitted mask's, then corrected by the click refiner (``_box_refined``) when
+        the model has one: its ``canvas_logits`` set to ±``GRABCUT_LOGIT`` and its ``logits4`` (the next round's
+        memory) to their stride-4 average. Other rules and prompts: ``res`` unchanged."""
         box = res.clip_box
         if box is None or self.model.config.inference.box_rule != "grabcut":
             return res
@@ -744,10 +748,39 @@ class Segmenter:
         inside[y0:y1, x0:x1] = True
         fitted &= inside
         cut = grabcut_box_mask(resize_image(st.image, (h, w)), fitted, cbox)
-        if cut is None or box_fit_iou(cut, cbox) <= box_fit_iou(fitted, cbox):
-            return res
-        self._set_hard_mask(c, cut)
+        chosen = fitted if cut is None or box_fit_iou(cut, cbox) <= box_fit_iou(fitted, cbox) else cut
+        refined = self._box_refined(chosen, inside)
+        if refined is not None:
+            self._set_hard_mask(c, refined)
+        elif chosen is cut:
+            self._set_hard_mask(c, cut)
         return res
+
+    def _box_refined(self, mask: np.ndarray, inside: np.ndarray) -> np.ndarray | None:
+        """A box's mask (bool ``[h, w]``, the resized image) corrected by the click refiner, read like a stroke: the
+        mask's inside (``BOX_CLICK_MARGIN`` canvas pixels in from its edge) as positive clicks ``stroke_clicks``
+        apart (``seem.prompts.spaced_pixels``), the mask itself as the refiner's start; cut to ``inside`` (the
+        box). None without a refiner, with ``refine_clicks=False`` or ``stroke_clicks = 0``, or when the mask has no
+        inside that deep."""
+        st = self._require()
+        spacing = self.model.config.inference.stroke_clicks
+        if self.model.refiner is None or not self.refine_clicks or st.canvas is None or not spacing or spacing < 0:
+            return None
+        r = BOX_CLICK_MARGIN
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        core = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
+        if not core.any():
+            return None
+        g = st.geometry
+        h, w = g.resized_size
+        hp, wp = g.padded_size
+        coords = torch.from_numpy(spaced_pixels(core, float(spacing))).to(self.device)
+        labels = torch.ones(len(coords), dtype=torch.int64, device=self.device)
+        start = torch.full((hp, wp), -GRABCUT_LOGIT, dtype=torch.float32)
+        start[:h, :w][torch.from_numpy(mask)] = GRABCUT_LOGIT
+        logits4 = F.avg_pool2d(start[None, None], 4)[0].to(self.device)
+        out = self.model.refine_clicks(st.canvas, logits4, coords, labels, None, st.features.mask_features)[0]
+        return (out[:h, :w] > 0).cpu().numpy() & inside
 
     def _polygon_grabcut(self, res: _ObjectResult, p: _Prepared) -> _ObjectResult:
         """``polygon_rule == "grabcut"``: a prompt of positive polygons only gets the filled polygons (as the model

@@ -182,8 +182,9 @@ class InferenceConfig:
     """How ``Segmenter`` reads a prompt made of boxes only: ``"official"`` (the model's selection score picks the
     mask), ``"fit"`` (the prompt's query mask whose bounding box best matches the boxes' union, with the pixels
     outside that box removed: a box frames its object) or ``"grabcut"`` (that mask refined by OpenCV's GrabCut in
-    the box, ``seem.models.grabcut``, kept when its bounding box matches the box better; about 0.2 s more per
-    box on a 2-core CPU). The default model uses ``"grabcut"``: its selection score picked its coarsest level for
+    the box, ``seem.models.grabcut``, kept when its bounding box matches the box better; then, with a click
+    refiner and ``stroke_clicks``, corrected by the refiner reading the mask's inside as clicks; about 0.2 s more
+    per box on a 2-core CPU). The default model uses ``"grabcut"``: its selection score picked its coarsest level for
     boxes, a region far larger than the box, and its fitted masks follow the object only roughly (MODELS.md)."""
     polygon_rule: str = "official"
     """How ``Segmenter`` reads a prompt made of positive polygons only: ``"official"`` (a region prompt, like a
@@ -196,7 +197,8 @@ class InferenceConfig:
     stroke_clicks: float = 0.0
     """With a click refiner: a prompt of strokes, scribbles and masks (no clicks, no box) is also corrected by the
     refiner, reading as clicks the pixels of the drawn prompt at least this many canvas pixels apart
-    (``seem.prompts.spaced_pixels``; positive and negative as drawn); 0 = not refined (the decoder's mask). The
+    (``seem.prompts.spaced_pixels``; positive and negative as drawn; ``box_rule = "grabcut"`` reads a box's mask
+    the same way, from 16 px inside its edge); 0 = not refined (the decoder's mask). The
     default model uses 60: its decoder's mask of a scribble was far less exact than of a refined click
     (MODELS.md)."""
     negative_click_rule: str = "official"
