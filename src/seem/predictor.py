@@ -169,6 +169,7 @@ class _ImageState:
     token: int
     key: str = ""  # reference-cache key of the image
     canvas: Tensor | None = None  # [1, 3, Hp, Wp] normalised padded input, kept for the click refiner
+    resized: np.ndarray | None = None  # uint8 [h, w, 3], the model's input before padding (made on first use)
 
 
 @dataclass
@@ -715,12 +716,35 @@ class Segmenter:
         if clicks is None or st.canvas is None:
             return res
         c = res.candidates[0]
-        coords = torch.from_numpy(clicks[0]).to(self.device)
-        labels = torch.from_numpy(clicks[1]).to(self.device)
-        out = self.model.refine_clicks(st.canvas, c.logits4[None], coords, labels, memory, st.features.mask_features)[0]
+        out = self._refine_canvas(c.logits4, clicks, memory)
         c.canvas_logits = out
         c.logits4 = F.avg_pool2d(out[None, None], 4)[0, 0].to(c.logits4.dtype)
         return res
+
+    def _refine_canvas(self, logits4: Tensor, clicks: tuple[np.ndarray, np.ndarray], memory: Tensor | None) -> Tensor:
+        """``SEEMModel.refine_clicks`` of one mask: stride-4 logits ``[H4, W4]``, clicks (canvas pixels ``[N, 2]``
+        (x, y), labels ``[N]``) and the memory prompt → refined logits ``[Hp, Wp]`` on the padded canvas."""
+        st = self._require()
+        assert st.canvas is not None  # callers check: models with a refiner keep the canvas
+        coords = torch.from_numpy(clicks[0]).to(self.device)
+        labels = torch.from_numpy(clicks[1]).to(self.device)
+        return self.model.refine_clicks(st.canvas, logits4[None], coords, labels, memory, st.features.mask_features)[0]
+
+    def _resized_image(self) -> np.ndarray:
+        """The current image as the model read it (uint8 ``[h, w, 3]``, ``resize_image``), made once per image."""
+        st = self._require()
+        if st.resized is None:
+            st.resized = resize_image(st.image, st.geometry.resized_size)
+        return st.resized
+
+    def _stroke_spacing(self) -> float:
+        """``InferenceConfig.stroke_clicks``, checked (a number >= 0; 0 = strokes and boxes are not refined)."""
+        spacing = self.model.config.inference.stroke_clicks
+        if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or spacing < 0:
+            raise ValueError(
+                f"model config inference.stroke_clicks must be a number >= 0 (canvas pixels), got {spacing!r}"
+            )
+        return float(spacing)
 
     def _box_grabcut(self, res: _ObjectResult) -> _ObjectResult:
         """``box_rule == "grabcut"``: the selected mask of a box-only prompt (fitted to the box as with ``"fit"``)
@@ -747,7 +771,7 @@ class Segmenter:
         inside = np.zeros_like(fitted)
         inside[y0:y1, x0:x1] = True
         fitted &= inside
-        cut = grabcut_box_mask(resize_image(st.image, (h, w)), fitted, cbox)
+        cut = grabcut_box_mask(self._resized_image(), fitted, cbox)
         chosen = fitted if cut is None or box_fit_iou(cut, cbox) <= box_fit_iou(fitted, cbox) else cut
         refined = self._box_refined(chosen, inside)
         if refined is not None:
@@ -763,23 +787,18 @@ class Segmenter:
         box). None without a refiner, with ``refine_clicks=False`` or ``stroke_clicks = 0``, or when the mask has no
         inside that deep."""
         st = self._require()
-        spacing = self.model.config.inference.stroke_clicks
-        if self.model.refiner is None or not self.refine_clicks or st.canvas is None or not spacing or spacing < 0:
+        spacing = self._stroke_spacing()
+        if self.model.refiner is None or not self.refine_clicks or st.canvas is None or not spacing:
             return None
         r = BOX_CLICK_MARGIN
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         core = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
         if not core.any():
             return None
-        g = st.geometry
-        h, w = g.resized_size
-        hp, wp = g.padded_size
-        coords = torch.from_numpy(spaced_pixels(core, float(spacing))).to(self.device)
-        labels = torch.ones(len(coords), dtype=torch.int64, device=self.device)
-        start = torch.full((hp, wp), -GRABCUT_LOGIT, dtype=torch.float32)
-        start[:h, :w][torch.from_numpy(mask)] = GRABCUT_LOGIT
-        logits4 = F.avg_pool2d(start[None, None], 4)[0].to(self.device)
-        out = self.model.refine_clicks(st.canvas, logits4, coords, labels, None, st.features.mask_features)[0]
+        h, w = st.geometry.resized_size
+        pos = spaced_pixels(core, spacing)
+        start = F.avg_pool2d(self._hard_logits(mask)[None, None], 4)[0, 0]
+        out = self._refine_canvas(start, (pos, np.ones(len(pos), np.int64)), None)
         return (out[:h, :w] > 0).cpu().numpy() & inside
 
     def _polygon_grabcut(self, res: _ObjectResult, p: _Prepared) -> _ObjectResult:
@@ -804,19 +823,22 @@ class Segmenter:
         g = st.geometry
         h, w = g.resized_size
         filled = rasterize(PromptSet(polygons=ps.polygons), g).pos[:h, :w]
-        cut = grabcut_polygon_mask(resize_image(st.image, (h, w)), filled, band)
+        cut = grabcut_polygon_mask(self._resized_image(), filled, band)
         self._set_hard_mask(res.candidates[0], filled if cut is None or not cut.any() else cut)
         return res
+
+    def _hard_logits(self, mask: np.ndarray) -> Tensor:
+        """Bool ``mask [h, w]`` (the resized image) as logits ``[Hp, Wp]`` on the padded canvas: ±``GRABCUT_LOGIT``."""
+        g = self._require().geometry
+        h, w = g.resized_size
+        logits = torch.full(g.padded_size, -GRABCUT_LOGIT, dtype=torch.float32)
+        logits[:h, :w][torch.from_numpy(mask)] = GRABCUT_LOGIT
+        return logits.to(self.device)
 
     def _set_hard_mask(self, c: _Candidate, mask: np.ndarray) -> None:
         """Make bool ``mask [h, w]`` (the resized image) ``c``'s result: ``canvas_logits`` ±``GRABCUT_LOGIT`` on the
         padded canvas, ``logits4`` (the next round's memory) their stride-4 average."""
-        g = self._require().geometry
-        h, w = g.resized_size
-        hp, wp = g.padded_size
-        logits = torch.full((hp, wp), -GRABCUT_LOGIT, dtype=torch.float32)
-        logits[:h, :w][torch.from_numpy(mask)] = GRABCUT_LOGIT
-        c.canvas_logits = logits.to(self.device)
+        c.canvas_logits = self._hard_logits(mask)
         c.logits4 = F.avg_pool2d(c.canvas_logits[None, None], 4)[0, 0].to(c.logits4.dtype)
 
     def _refiner_clicks(self, p: _Prepared) -> tuple[np.ndarray, np.ndarray] | None:
@@ -831,11 +853,7 @@ class Segmenter:
             if not self._refines(p):
                 return None
             return st.geometry.canvas_pixels(ps.points.coords), np.asarray(ps.points.labels, dtype=np.int64)
-        spacing = self.model.config.inference.stroke_clicks
-        if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or spacing < 0:
-            raise ValueError(
-                f"model config inference.stroke_clicks must be a number >= 0 (canvas pixels), got {spacing!r}"
-            )
+        spacing = self._stroke_spacing()
         if not spacing or not self.refine_clicks or st.canvas is None or p.kind != "visual":
             return None
         if ps.boxes or not (ps.scribbles or ps.masks):
