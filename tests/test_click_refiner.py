@@ -36,7 +36,9 @@ from seem.train.config import tiny_seem_config
 from seem.train.refiner import (
     NO_PREV,
     PoolImage,
+    box_rollout_box,
     check_teacher,
+    collect_box_rollouts,
     collect_rollouts,
     distill_loss,
     load_refiner,
@@ -276,6 +278,57 @@ def test_rollouts_record_real_rounds_and_feed_batches(refined_model: SEEMModel, 
     image, coarse, clicks, target, prev, _ = make_batch(np.random.default_rng(0), pool, 6, 64, 3, rolls, real_frac=1.0)
     assert image.shape == (6, 3, 64, 64) and coarse.shape == target.shape == prev.shape == (6, 1, 64, 64)
     assert torch.isfinite(coarse).all() and clicks.sum() > 0 and torch.isfinite(prev).all()
+
+
+def test_box_rollouts_record_box_masks_as_the_predictor_reads_them(
+    refined_model: SEEMModel, one_torch_thread: None
+) -> None:
+    """``collect_box_rollouts``: a box per pool mask, read as the model reads a box before its refiner (here GrabCut
+    in the box), recorded with its inside as positive clicks; batches then draw a ``box_frac`` share of them."""
+    rng = np.random.default_rng(0)
+    disk = _disk(96, 128, 48, 64, 30)
+    assert box_rollout_box(rng, disk, 0.0) == (34, 18, 95, 79), "tight: right / bottom exclusive"
+    for _ in range(20):
+        x0, y0, x1, y1 = box_rollout_box(rng, disk, 0.1)  # type: ignore[misc]
+        assert abs(x0 - 34) <= 7 and abs(y0 - 18) <= 7 and abs(x1 - 95) <= 7 and abs(y1 - 79) <= 7
+        assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 96
+    assert box_rollout_box(rng, np.zeros((8, 8), bool), 0.1) is None
+    inf = refined_model.config.inference
+    refined_model.config.inference = dataclasses.replace(inf, box_rule="fit", stroke_clicks=12.0)
+    with pytest.raises(ValueError, match="box_rule is 'fit'"):
+        collect_box_rollouts(refined_model, _pool(), objects=2, progress=False)
+    refined_model.config.inference = dataclasses.replace(inf, box_rule="grabcut", stroke_clicks=0.0)
+    with pytest.raises(ValueError, match="stroke_clicks is 0"):
+        collect_box_rollouts(refined_model, _pool(), objects=2, progress=False)
+    refined_model.config.inference = dataclasses.replace(inf, box_rule="grabcut", stroke_clicks=12.0)
+    pool = _pool()
+    img = pool[0].image.copy()
+    img[disk] = (230, 40, 40)  # a solid disk: GrabCut's mask of its box has an inside 16 px deep
+    pool = [PoolImage(img, pool[0].packed, pool[0].count)]
+    rolls = collect_box_rollouts(refined_model, pool, objects=6, progress=False)
+    assert rolls, "the large disk's box mask is read as clicks"
+    h4, w4 = -(-96 // 32) * 32 // 4, -(-128 // 32) * 32 // 4
+    seg = Segmenter(refined_model, short_side=96, progress=False, cache_dir=False, refine_clicks=False)
+    seg.set_image(pool[0].image)
+    tight_seen = 0
+    for ro in rolls:
+        assert ro.memory is None and (ro.labels == 1).all() and ro.logits4.shape == (h4, w4)
+        assert np.abs(ro.logits4).max() <= 8.0 and (ro.logits4 > 0).any()
+        mask = F.interpolate(torch.from_numpy(ro.logits4.astype(np.float32))[None, None], scale_factor=4.0)[0, 0]
+        x, y = ro.coords.astype(int).T
+        assert (mask[y, x] > 0).all(), "the clicks lie inside the recorded box mask"
+        box = box_rollout_box(rng, pool[ro.image].mask(ro.mask), 0.0)
+        assert box is not None
+        read = seg.segment(PromptSet(boxes=[Box(*(float(v) for v in box))]), labels=False)[0].mask
+        hard = torch.full((h4 * 4, w4 * 4), -8.0)
+        hard[:96, :128][torch.from_numpy(read)] = 8.0
+        tight_seen += np.allclose(ro.logits4, F.avg_pool2d(hard[None, None], 4)[0, 0].numpy(), atol=1e-2)
+    assert tight_seen, "a tight box's record is the predictor's own box mask at stride 4"
+    _, coarse, _, _, prev, _ = make_batch(
+        np.random.default_rng(0), pool, 4, 64, 3, box_rollouts=rolls, box_frac=1.0, prev_mask=True
+    )
+    assert (prev == NO_PREV).all(), "box examples have no previous mask"
+    assert set(np.unique(coarse.numpy().round(3))) - {-8.0, 8.0}, "a box mask at stride 4, upsampled"
 
 
 def test_clean_regions_removes_specks_and_fills_pinholes_but_keeps_clicked_islands() -> None:
@@ -703,6 +756,32 @@ def test_train_refiner_cli_distils_a_narrowed_teacher(tmp_path: Path, capsys: py
     )
     more = load_refiner(tmp_path / "more" / "refiner.safetensors")
     assert more.cfg.widths == (8, 12, 16) and more.cfg.prev_mask
+
+
+def test_train_refiner_cli_learns_from_box_rollouts(
+    refined_model: SEEMModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import DATA_DIR, require
+
+    from seem.train.refiner import main
+
+    root = require(DATA_DIR / "grabcut", "GrabCut")
+    data = tmp_path / "data.yaml"
+    data.write_text(f"data:\n  sources:\n    - {{type: grabcut, root: {root}, limit: 2}}\n")
+    save_refiner(refined_model.refiner, tmp_path / "init.safetensors")  # type: ignore[arg-type]
+    inf = refined_model.config.inference
+    common = ["--data", str(data), "--steps", "2", "--batch", "2", "--size", "64", "--short-side", "160"]
+    common += ["--init", str(tmp_path / "init.safetensors"), "--box-rollouts", "4", "--box-frac", "1.0"]
+    refined_model.config.inference = dataclasses.replace(inf, box_rule="grabcut", stroke_clicks=0.0)
+    refined_model.save_pretrained(tmp_path / "no_clicks")
+    assert main([*common, "--out", str(tmp_path / "a"), "--model", str(tmp_path / "no_clicks")]) == 2
+    assert "stroke_clicks is 0" in capsys.readouterr().err
+    refined_model.config.inference = dataclasses.replace(inf, box_rule="grabcut", stroke_clicks=20.0)
+    refined_model.save_pretrained(tmp_path / "boxes")
+    assert main([*common, "--out", str(tmp_path / "b"), "--model", str(tmp_path / "boxes")]) == 0
+    got = capsys.readouterr().out
+    assert "box rollouts: " in got and "box rollouts: 0 boxes" not in got, "GrabCut's objects give box examples"
+    assert (tmp_path / "b" / "refiner.safetensors").exists()
 
 
 def test_large_windows_of_few_clicks_are_read_at_half_resolution(refined_model: SEEMModel) -> None:

@@ -20,6 +20,7 @@ from seem.prompts import (
     ReferenceImage,
     Scribble,
     Text,
+    mask_core_clicks,
     rasterize,
     resized_size,
     spaced_pixels,
@@ -124,6 +125,22 @@ def test_spaced_pixels_cover_a_drawn_stroke() -> None:
         spaced_pixels(drawn, 0.0)
     with pytest.raises(ValueError, match=r"mask must be bool \[H, W\]"):
         spaced_pixels(drawn.astype(np.uint8), 5.0)
+
+
+def test_mask_core_clicks_lie_deep_inside_the_mask() -> None:
+    """A box's mask read as clicks: the pixels at least ``margin`` in from its edge, ``spacing`` apart."""
+    yy, xx = np.mgrid[:120, :160]
+    disk = (yy - 60) ** 2 + (xx - 80) ** 2 <= 40**2
+    pts = mask_core_clicks(disk, 16, 10.0)
+    assert pts.dtype == np.int64 and len(pts) > 3
+    assert np.hypot(pts[:, 0] - 80, pts[:, 1] - 60).max() <= 40 - 16 + 1, "every click 16 px in from the edge"
+    assert np.hypot(pts[:, 0] - 80, pts[:, 1] - 60).max() > 40 - 16 - 10, "... covering that core"
+    assert np.array_equal(mask_core_clicks(disk, 0, 10.0), spaced_pixels(disk, 10.0))
+    assert mask_core_clicks(disk, 41, 10.0).shape == (0, 2), "no inside that deep"
+    with pytest.raises(ValueError, match="margin must be an int >= 0"):
+        mask_core_clicks(disk, -1, 10.0)
+    with pytest.raises(ValueError, match=r"mask must be bool \[H, W\]"):
+        mask_core_clicks(disk.astype(np.uint8), 4, 10.0)
 
 
 def test_polygon_and_mask_prompts() -> None:

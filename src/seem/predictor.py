@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -91,6 +90,7 @@ from seem.prompts import (
     PromptSet,
     PromptTypeError,
     ReferenceImage,
+    mask_core_clicks,
     rasterize,
     spaced_pixels,
 )
@@ -790,13 +790,10 @@ class Segmenter:
         spacing = self._stroke_spacing()
         if self.model.refiner is None or not self.refine_clicks or st.canvas is None or not spacing:
             return None
-        r = BOX_CLICK_MARGIN
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        core = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
-        if not core.any():
+        pos = mask_core_clicks(mask, BOX_CLICK_MARGIN, spacing)
+        if not len(pos):
             return None
         h, w = st.geometry.resized_size
-        pos = spaced_pixels(core, spacing)
         start = F.avg_pool2d(self._hard_logits(mask)[None, None], 4)[0, 0]
         out = self._refine_canvas(start, (pos, np.ones(len(pos), np.int64)), None)
         return (out[:h, :w] > 0).cpu().numpy() & inside

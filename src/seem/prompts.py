@@ -697,3 +697,18 @@ def spaced_pixels(mask: np.ndarray, spacing: float) -> np.ndarray:
         taken.append(j)
         alive &= (xs - xs[j]) ** 2 + (ys - ys[j]) ** 2 >= s2
     return np.stack([xs[taken], ys[taken]], axis=1).astype(np.int64).reshape(-1, 2)
+
+
+def mask_core_clicks(mask: np.ndarray, margin: int, spacing: float) -> np.ndarray:
+    """The inside of bool ``mask [H, W]`` read as positive clicks: its pixels at least ``margin`` px in from its
+    edge (an elliptical erosion), ``spacing`` px apart (``spaced_pixels``): int64 ``[K, 2]`` ``(x, y)``; ``[0, 2]``
+    when the mask has no inside that deep. How a box's mask is read by the click refiner
+    (``InferenceConfig.box_rule = "grabcut"``), in use and in training (``seem train-refiner --box-rollouts``)."""
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_ or mask.ndim != 2:
+        raise ValueError(f"mask must be bool [H, W], got {mask.dtype} {tuple(mask.shape)}")
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"margin must be an int >= 0 (pixels), got {margin!r}")
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    core = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
+    return spaced_pixels(core, spacing)

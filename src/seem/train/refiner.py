@@ -369,6 +369,79 @@ def collect_rollouts(
     return out
 
 
+def box_rollout_box(rng: np.random.Generator, gt: np.ndarray, jitter: float) -> tuple[int, int, int, int] | None:
+    """A box ``(x0, y0, x1, y1)`` (pixels, right / bottom exclusive) for the target ``gt [H, W]`` bool: its tight
+    box, each side moved by up to ``jitter`` × the box's side (in or out, clipped to the image), or None for an
+    empty target."""
+    ys, xs = np.nonzero(gt)
+    if not len(ys):
+        return None
+    h, w = gt.shape
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    if jitter > 0:
+        bw, bh = x1 - x0, y1 - y0
+        dx = np.rint(rng.uniform(-jitter, jitter, 2) * bw).astype(int)
+        dy = np.rint(rng.uniform(-jitter, jitter, 2) * bh).astype(int)
+        x0, x1 = int(np.clip(x0 + dx[0], 0, w - 1)), int(np.clip(x1 + dx[1], 1, w))
+        y0, y1 = int(np.clip(y0 + dy[0], 0, h - 1)), int(np.clip(y1 + dy[1], 1, h))
+        if x1 <= x0 or y1 <= y0:
+            return None
+    return x0, y0, x1, y1
+
+
+def collect_box_rollouts(
+    model: object,
+    pool: Sequence[PoolImage],
+    objects: int,
+    seed: int = 0,
+    jitter: float = 0.05,
+    progress: bool = True,
+) -> list[Rollout]:
+    """Box prompts on ``objects`` random pool masks, read as ``model`` reads them before its click refiner
+    (``InferenceConfig.box_rule``, e.g. GrabCut's mask in the box): one ``Rollout`` each, whose ``logits4`` is that
+    mask (±``GRABCUT_LOGIT`` at stride 4, as the predictor hands it to the refiner) and whose clicks are its inside
+    (``mask_core_clicks`` with ``BOX_CLICK_MARGIN`` and ``InferenceConfig.stroke_clicks``), all positive. Half of the
+    boxes are tight, half jittered by up to ``jitter`` of their sides (``box_rollout_box``). Masks whose box mask has
+    no such inside are skipped (the predictor does not refine them either)."""
+    from tqdm import tqdm
+
+    from seem.predictor import BOX_CLICK_MARGIN, GRABCUT_LOGIT, Segmenter
+    from seem.prompts import Box, PromptSet, mask_core_clicks
+
+    short = min(pool[0].image.shape[:2])
+    seg = Segmenter(model, short_side=short, progress=False, cache_dir=False, refine_clicks=False)  # type: ignore[arg-type]
+    inference = model.config.inference  # type: ignore[attr-defined]
+    if inference.box_rule != "grabcut":
+        raise ValueError(f"the model's refiner reads no box (config.inference.box_rule is {inference.box_rule!r})")
+    spacing = float(inference.stroke_clicks)
+    if not spacing > 0:
+        raise ValueError("the model reads no box mask as clicks (config.inference.stroke_clicks is 0)")
+    rng = np.random.default_rng(seed)
+    picks = sorted((int(rng.integers(len(pool))), int(rng.integers(1 << 30))) for _ in range(objects))
+    out: list[Rollout] = []
+    current = -1
+    for i, r in tqdm(picks, desc="refiner box rollouts", disable=not progress):
+        item = pool[i]
+        if i != current:
+            seg.set_image(item.image)
+            current = i
+        k = r % item.count
+        gt = item.mask(k)
+        box = box_rollout_box(rng, gt, jitter if rng.random() < 0.5 else 0.0)
+        if box is None:
+            continue
+        mask = seg.segment(PromptSet(boxes=[Box(*(float(v) for v in box))]), labels=False)[0].mask
+        pos = mask_core_clicks(mask, BOX_CLICK_MARGIN, spacing)
+        if not len(pos):
+            continue
+        hp, wp = seg.geometry.padded_size
+        hard = np.full((hp, wp), -GRABCUT_LOGIT, np.float32)
+        hard[: mask.shape[0], : mask.shape[1]][mask] = GRABCUT_LOGIT
+        logits4 = F.avg_pool2d(torch.from_numpy(hard)[None, None], 4)[0, 0].numpy().astype(np.float16)
+        out.append(Rollout(i, k, logits4, pos.astype(np.float32), np.ones(len(pos), np.int64)))
+    return out
+
+
 NO_PREV = -1e4
 """Previous-mask logits that stand for "no previous mask" in a batch (sigmoid 0, as the refiner reads None)."""
 
@@ -444,6 +517,8 @@ def make_batch(
     prev_mask: bool = False,
     features: Sequence[np.ndarray] | None = None,
     correct_previous: bool = False,
+    box_rollouts: Sequence[Rollout] = (),
+    box_frac: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """``(image [B, 3, S, S] normalised, coarse [B, 1, S, S], clicks [B, 2, S, S], target [B, 1, S, S], prev
     [B, 1, S, S], feats [B, D, S / 8, S / 8] or None)``: a ``real_frac`` share from recorded ``rollouts`` (if any),
@@ -452,7 +527,8 @@ def make_batch(
     input as they were). ``features``: the pool's stride-8 features (``pool_features``) for a refiner with
     ``feature_dim``; crops then start on multiples of 8. ``correct_previous``: where an example has a previous
     mask, it becomes ``coarse`` and the decoder's mask ``prev`` (as ``refine_clicks`` swaps them for such a
-    refiner)."""
+    refiner). ``box_rollouts`` (``collect_box_rollouts``) give a ``box_frac`` share of the examples (before the
+    others are drawn)."""
     mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(PIXEL_STD).view(3, 1, 1)
     ims: list[Tensor] = []
@@ -462,8 +538,12 @@ def make_batch(
     prevs: list[Tensor] = []
     feats: list[Tensor] = []
     while len(ims) < batch:
-        if rollouts and rng.random() < real_frac:
+        ro = None
+        if box_rollouts and rng.random() < box_frac:
+            ro = box_rollouts[int(rng.integers(len(box_rollouts)))]
+        elif rollouts and rng.random() < real_frac:
             ro = rollouts[int(rng.integers(len(rollouts)))]
+        if ro is not None:
             img, gt, coarse, prev, coords, labels, f = _rollout_example(
                 rng, pool, ro, size, None if features is None else features[ro.image]
             )
@@ -567,11 +647,14 @@ def train_refiner(
     features: Sequence[np.ndarray] | None = None,
     teacher: ClickRefiner | None = None,
     distill: float = 1.0,
+    box_rollouts: Sequence[Rollout] = (),
+    box_frac: float = 0.0,
 ) -> ClickRefiner:
     """Train (cosine learning rate, AdamW) and save to ``out / REFINER_FILE``; returns the model in eval mode.
     ``features``: the pool's stride-8 model features (``pool_features``), required by a refiner with
     ``feature_dim``. ``teacher``: a trained refiner with the same inputs (previous mask, features, click radius,
-    clamp) whose output the model also learns, weighted by ``distill`` (``distill_loss``)."""
+    clamp) whose output the model also learns, weighted by ``distill`` (``distill_loss``). ``box_rollouts``: box
+    prompts read as the predictor reads them (``collect_box_rollouts``), a ``box_frac`` share of every batch."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = init if init is not None else ClickRefiner(cfg or ClickRefinerConfig(enabled=True))
@@ -600,6 +683,8 @@ def train_refiner(
             model.cfg.prev_mask,
             features if model.cfg.feature_dim else None,
             model.cfg.correct_previous,
+            box_rollouts,
+            box_frac,
         )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(image, coarse, clicks, prev, feats)
@@ -675,6 +760,14 @@ def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="also learn from N real interactions (RITM clicks) of --model with the --init refiner on the pool",
     )
+    p.add_argument(
+        "--box-rollouts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also learn from box prompts on N pool masks, read as --model reads a box before its refiner",
+    )
+    p.add_argument("--box-frac", type=float, default=0.25, help="share of batch examples from the box rollouts")
     p.add_argument("--model", default=None, help="the model of --rollouts (default: the shipped default model)")
     p.add_argument("--real-frac", type=float, default=0.5, help="share of batch examples from the rollouts")
     p.add_argument(
@@ -757,7 +850,8 @@ def run_refiner(args: argparse.Namespace) -> int:
     features = None
     dim = 0
     reads_features = any(r is not None and r.cfg.feature_dim for r in (init, teacher))
-    if args.rollouts or args.features or reads_features:  # these need the model
+    box_rollouts: list[Rollout] = []
+    if args.rollouts or args.box_rollouts or args.features or reads_features:  # these need the model
         from seem.loading import load
         from seem.models.seem_model import SEEMModel
 
@@ -772,6 +866,13 @@ def run_refiner(args: argparse.Namespace) -> int:
             model.set_refiner(runner)
             rollouts = collect_rollouts(model, pool, args.rollouts, seed=args.seed, min_first_iou=args.min_first_iou)
             print(f"rollouts: {len(rollouts)} rounds", flush=True)
+        if args.box_rollouts:
+            try:
+                box_rollouts = collect_box_rollouts(model, pool, args.box_rollouts, seed=args.seed)
+            except ValueError as e:
+                print(f"seem train-refiner: {e}", file=sys.stderr)
+                return 2
+            print(f"box rollouts: {len(box_rollouts)} boxes", flush=True)
     if student is None and init is not None:  # go on from --init, grown by what the options add
         student = _trainable(load_refiner(args.init), args.prev_mask, dim, args.context, fix)
     train_refiner(
@@ -797,6 +898,8 @@ def run_refiner(args: argparse.Namespace) -> int:
         features=features,
         teacher=teacher,
         distill=args.distill,
+        box_rollouts=box_rollouts,
+        box_frac=args.box_frac,
     )
     return 0
 
