@@ -196,6 +196,18 @@ GRABCUT_LOGIT = 8.0
 """|logit| of a mask that ``box_rule`` / ``polygon_rule = "grabcut"`` took from GrabCut (a hard mask: +inside,
 -outside)."""
 NEGATIVE_CLICK_RULES = ("official", "drop_region")
+
+
+def hard_mask_logits(mask: np.ndarray, padded_size: tuple[int, int]) -> Tensor:
+    """Bool ``mask [h, w]`` (the resized image, at the top left of the canvas) as float32 logits ``[Hp, Wp]`` on the
+    padded canvas: ``+GRABCUT_LOGIT`` inside, ``-GRABCUT_LOGIT`` elsewhere — how a mask taken from GrabCut (or
+    corrected from it) is handed on: to the click refiner as its start, and as the next round's memory."""
+    h, w = mask.shape
+    logits = torch.full(padded_size, -GRABCUT_LOGIT, dtype=torch.float32)
+    logits[:h, :w][torch.from_numpy(mask)] = GRABCUT_LOGIT
+    return logits
+
+
 CLIPPED_LOGIT = -1e4  # logits outside a fitted box (far below any model output; sigmoid 0, no inf / nan)
 
 
@@ -826,11 +838,7 @@ class Segmenter:
 
     def _hard_logits(self, mask: np.ndarray) -> Tensor:
         """Bool ``mask [h, w]`` (the resized image) as logits ``[Hp, Wp]`` on the padded canvas: ±``GRABCUT_LOGIT``."""
-        g = self._require().geometry
-        h, w = g.resized_size
-        logits = torch.full(g.padded_size, -GRABCUT_LOGIT, dtype=torch.float32)
-        logits[:h, :w][torch.from_numpy(mask)] = GRABCUT_LOGIT
-        return logits.to(self.device)
+        return hard_mask_logits(mask, self._require().geometry.padded_size).to(self.device)
 
     def _set_hard_mask(self, c: _Candidate, mask: np.ndarray) -> None:
         """Make bool ``mask [h, w]`` (the resized image) ``c``'s result: ``canvas_logits`` ±``GRABCUT_LOGIT`` on the

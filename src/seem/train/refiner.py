@@ -33,9 +33,10 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -45,6 +46,9 @@ from torch import Tensor
 
 from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, click_maps, stride8_features
 from seem.models.config import PIXEL_MEAN, PIXEL_STD
+
+if TYPE_CHECKING:
+    from seem.predictor import Segmenter
 
 REFINER_FILE = "refiner.safetensors"
 
@@ -296,6 +300,32 @@ class Rollout:
     memory: np.ndarray | None = None
 
 
+def _pool_segmenter(model: object, pool: Sequence[PoolImage]) -> Segmenter:
+    """A ``Segmenter`` of ``model`` (a ``SEEMModel``) at the pool's scale, without the click refiner: pool images
+    go in unresized, so clicks and boxes stay in pool pixels."""
+    from seem.predictor import Segmenter
+
+    short = min(pool[0].image.shape[:2])
+    return Segmenter(model, short_side=short, progress=False, cache_dir=False, refine_clicks=False)  # type: ignore[arg-type]
+
+
+def _pool_targets(
+    seg: Segmenter, pool: Sequence[PoolImage], objects: int, rng: np.random.Generator, desc: str, progress: bool
+) -> Iterator[tuple[int, int, bool]]:
+    """``objects`` random pool masks, in image order: yields ``(image, mask, new image?)`` with that pool image set
+    on ``seg`` (once per image)."""
+    from tqdm import tqdm
+
+    picks = sorted((int(rng.integers(len(pool))), int(rng.integers(1 << 30))) for _ in range(objects))
+    current = -1
+    for i, r in tqdm(picks, desc=desc, disable=not progress):
+        fresh = i != current
+        if fresh:
+            seg.set_image(pool[i].image)
+            current = i
+        yield i, r % pool[i].count, fresh
+
+
 def collect_rollouts(
     model: object,
     pool: Sequence[PoolImage],
@@ -315,28 +345,18 @@ def collect_rollouts(
     interaction goes on). One click does not say which region is meant; the decoder picks the level (its coarsest
     for a click, ``segment_levels`` for the others) and the refiner, trained on such rounds, learns to switch to
     the pool's (often finer) targets instead of correcting the decoder's mask."""
-    from tqdm import tqdm
-
     from seem.eval.clickers import RITMClicker
     from seem.eval.metrics import mask_iou
-    from seem.predictor import Segmenter
 
-    short = min(pool[0].image.shape[:2])  # the pool's scale: images go in unresized, so clicks stay in pool pixels
-    seg = Segmenter(model, short_side=short, progress=False, cache_dir=False, refine_clicks=False)  # type: ignore[arg-type]
+    seg = _pool_segmenter(model, pool)
     rng = np.random.default_rng(seed)
     out: list[Rollout] = []
-    picks = sorted((int(rng.integers(len(pool))), int(rng.integers(1 << 30))) for _ in range(objects))
-    current = -1
     canvas = None
-    for i, r in tqdm(picks, desc="refiner rollouts", disable=not progress):
-        item = pool[i]
-        if i != current:
-            seg.set_image(item.image)
-            x = torch.from_numpy(item.image).permute(2, 0, 1).contiguous()
+    for i, k, fresh in _pool_targets(seg, pool, objects, rng, "refiner rollouts", progress):
+        if fresh:
+            x = torch.from_numpy(pool[i].image).permute(2, 0, 1).contiguous()
             canvas = model.preprocess(x)[0]  # type: ignore[attr-defined]
-            current = i
-        k = r % item.count
-        gt = item.mask(k)
+        gt = pool[i].mask(k)
         h, w = gt.shape
         clicker = RITMClicker()
         pred = np.zeros_like(gt)
@@ -399,34 +419,25 @@ def collect_box_rollouts(
 ) -> list[Rollout]:
     """Box prompts on ``objects`` random pool masks, read as ``model`` reads them before its click refiner
     (``InferenceConfig.box_rule``, e.g. GrabCut's mask in the box): one ``Rollout`` each, whose ``logits4`` is that
-    mask (±``GRABCUT_LOGIT`` at stride 4, as the predictor hands it to the refiner) and whose clicks are its inside
-    (``mask_core_clicks`` with ``BOX_CLICK_MARGIN`` and ``InferenceConfig.stroke_clicks``), all positive. Half of the
-    boxes are tight, half jittered by up to ``jitter`` of their sides (``box_rollout_box``). Masks whose box mask has
-    no such inside are skipped (the predictor does not refine them either)."""
-    from tqdm import tqdm
-
-    from seem.predictor import BOX_CLICK_MARGIN, GRABCUT_LOGIT, Segmenter
+    mask (``seem.predictor.hard_mask_logits`` at stride 4, as the predictor hands it to the refiner) and whose
+    clicks are its inside (``mask_core_clicks`` with ``BOX_CLICK_MARGIN`` and ``InferenceConfig.stroke_clicks``),
+    all positive. Half of the boxes are tight, half jittered by up to ``jitter`` of their sides
+    (``box_rollout_box``). Masks whose box mask has no such inside are skipped (the predictor does not refine them
+    either)."""
+    from seem.predictor import BOX_CLICK_MARGIN, hard_mask_logits
     from seem.prompts import Box, PromptSet, mask_core_clicks
 
-    short = min(pool[0].image.shape[:2])
-    seg = Segmenter(model, short_side=short, progress=False, cache_dir=False, refine_clicks=False)  # type: ignore[arg-type]
     inference = model.config.inference  # type: ignore[attr-defined]
     if inference.box_rule != "grabcut":
         raise ValueError(f"the model's refiner reads no box (config.inference.box_rule is {inference.box_rule!r})")
     spacing = float(inference.stroke_clicks)
     if not spacing > 0:
         raise ValueError("the model reads no box mask as clicks (config.inference.stroke_clicks is 0)")
+    seg = _pool_segmenter(model, pool)
     rng = np.random.default_rng(seed)
-    picks = sorted((int(rng.integers(len(pool))), int(rng.integers(1 << 30))) for _ in range(objects))
     out: list[Rollout] = []
-    current = -1
-    for i, r in tqdm(picks, desc="refiner box rollouts", disable=not progress):
-        item = pool[i]
-        if i != current:
-            seg.set_image(item.image)
-            current = i
-        k = r % item.count
-        gt = item.mask(k)
+    for i, k, _ in _pool_targets(seg, pool, objects, rng, "refiner box rollouts", progress):
+        gt = pool[i].mask(k)
         box = box_rollout_box(rng, gt, jitter if rng.random() < 0.5 else 0.0)
         if box is None:
             continue
@@ -434,10 +445,8 @@ def collect_box_rollouts(
         pos = mask_core_clicks(mask, BOX_CLICK_MARGIN, spacing)
         if not len(pos):
             continue
-        hp, wp = seg.geometry.padded_size
-        hard = np.full((hp, wp), -GRABCUT_LOGIT, np.float32)
-        hard[: mask.shape[0], : mask.shape[1]][mask] = GRABCUT_LOGIT
-        logits4 = F.avg_pool2d(torch.from_numpy(hard)[None, None], 4)[0, 0].numpy().astype(np.float16)
+        hard = hard_mask_logits(mask, seg.geometry.padded_size)
+        logits4 = F.avg_pool2d(hard[None, None], 4)[0, 0].numpy().astype(np.float16)
         out.append(Rollout(i, k, logits4, pos.astype(np.float32), np.ones(len(pos), np.int64)))
     return out
 
