@@ -272,10 +272,7 @@ def pool_features(model: object, pool: Sequence[PoolImage], progress: bool = Tru
     (as ``SEEMModel.refine_clicks`` pools them), cut to the image (``[D, ceil(H / 8), ceil(W / 8)]``, float16)."""
     from tqdm import tqdm
 
-    from seem.predictor import Segmenter
-
-    short = min(pool[0].image.shape[:2])
-    seg = Segmenter(model, short_side=short, progress=False, cache_dir=False, refine_clicks=False)  # type: ignore[arg-type]
+    seg = _pool_segmenter(model, pool)
     out: list[np.ndarray] = []
     for item in tqdm(pool, desc="refiner features", disable=not progress):
         seg.set_image(item.image)
