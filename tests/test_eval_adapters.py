@@ -72,7 +72,9 @@ def test_eval_prompts_with_a_seem_model_directory(tmp_path: Path, seem_dir: Path
     out = tmp_path / "prompts"
     argv = ["eval", "prompts", "--data", str(grabcut), "--model", str(seem_dir), "--out", str(out)]
     assert main([*argv, "--limit", "1", "--no-progress"]) == 0
-    miou = json.loads((out / "prompts.json").read_text())["result"]["miou"]
+    doc = json.loads((out / "prompts.json").read_text())
+    assert doc["predictor"] == "Segmenter(SEEMModel, short_side=512, precision='fp32', refine_clicks=True)"
+    miou = doc["result"]["miou"]
     assert set(PROMPT_KINDS) <= set(miou), "every prompt kind is supported by SEEM models"
     assert all(np.isfinite(miou[k]) and 0 <= miou[k] <= 1 for k in PROMPT_KINDS)
 
@@ -85,5 +87,7 @@ def test_eval_granularity_with_a_semantic_sam_directory(tmp_path: Path, ssam_dir
     out = tmp_path / "gran"
     argv = ["eval", "granularity", "--data", str(bsds), "--model", str(ssam_dir), "--out", str(out)]
     assert main([*argv, "--limit", "2", "--no-progress"]) == 0
-    result = json.loads((out / "granularity.json").read_text())["result"]
+    doc = json.loads((out / "granularity.json").read_text())
+    assert doc["predictor"].startswith("GranularityPredictor(SemanticSAM, short_side=")
+    result = doc["result"]
     assert not result.get("skipped"), result

@@ -357,6 +357,12 @@ class Segmenter:
             raise RuntimeError("no image set: call set_image(image) first")
         return self._state
 
+    def __repr__(self) -> str:
+        return (
+            f"Segmenter({type(self.model).__name__}, short_side={self.short_side}, precision={self.precision!r}, "
+            f"refine_clicks={self.refine_clicks})"
+        )
+
     # ------------------------------------------------------------------ image
 
     @torch.no_grad()

@@ -30,6 +30,9 @@ class SegmenterAdapter:
     def __init__(self, segmenter: Any) -> None:
         self.segmenter = segmenter
 
+    def __repr__(self) -> str:
+        return repr(self.segmenter)
+
     def set_image(self, image: np.ndarray) -> None:
         self.segmenter.set_image(image)
 
@@ -91,6 +94,10 @@ class GranularityAdapter:
 
     def __init__(self, predictor: Any) -> None:
         self.predictor = predictor
+
+    def __repr__(self) -> str:
+        p = self.predictor
+        return f"{type(p).__name__}({type(p.model).__name__}, short_side={p.short_side})"
 
     def set_image(self, image: np.ndarray) -> None:
         self.predictor.set_image(image)

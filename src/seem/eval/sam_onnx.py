@@ -172,6 +172,16 @@ class SamOnnxPredictor:
         self._orig_hw = (h, w)
         self._input_hw = preprocess_shape(h, w, self.image_size)
 
+    def embedding(self) -> np.ndarray:
+        """The set image's embedding cut to the part that covers the image: float32 ``[C, ceil(nh / 16), ceil(nw /
+        16)]`` (``C = 256`` for SAM; ``(nh, nw)`` the image resized to the encoder's long side, ``preprocess_shape``;
+        one cell per 16 px of that, row-major, the last row / column partly over padding)."""
+        if self._embedding is None or self._input_hw is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        e = self._embedding[0]
+        cells = self.image_size // e.shape[-1]
+        return e[:, : -(-self._input_hw[0] // cells), : -(-self._input_hw[1] // cells)]
+
     def reset_image(self) -> None:
         self._embedding = self._orig_hw = self._input_hw = None
 

@@ -19,7 +19,10 @@ Inputs, all on the model's padded input canvas ``[H, W]`` (``ImageGeometry.padde
   sees colour in a window of about 150 px and corrects the mask near a click; with the features it can tell which
   parts belong together (a click on one petal of a flower adds the others). They enter at stride 8, projected, with
   three similarity maps (``prototype_maps``: each position's cosine similarity to the mean feature under the
-  positive clicks, under the negative clicks and under the coarse mask).
+  positive clicks, under the negative clicks and under the coarse mask). With ``ClickRefinerConfig.similarity_dim
+  = S`` the maps read a learned embedding of the features instead (``SimilarityHead``: a few dilated convolutions,
+  distilled from a promptable model's image embedding by ``seem.train.similarity``), computed once per image by
+  ``ClickRefiner.image_features`` and given after the features: ``feats [B, D + S, H / 8, W / 8]``.
 
 With ``ClickRefinerConfig.context_blocks`` a stride-16 stage reads the stride-8 map and adds what it sees in a
 wider window (~500 px) back to it.
@@ -68,6 +71,13 @@ class ClickRefinerConfig:
     feature_dim: int = 0
     """Channels ``D`` of the model's stride-4 mask features the refiner reads (pooled to stride 8; see the module
     docstring); 0: none. ``ClickRefiner.with_features`` adds them to a refiner trained without, with zero weights."""
+    similarity_dim: int = 0
+    """Channels ``S`` of a learned similarity embedding of the features (``SimilarityHead``; needs
+    ``feature_dim``): the three similarity maps read it instead of the features. 0: none. It is computed once per
+    image (``ClickRefiner.image_features``), not per click; ``seem.train.similarity`` distils it from a teacher's
+    image embedding."""
+    similarity_width: int = 192
+    """Hidden channels of the ``SimilarityHead``."""
     context_blocks: int = 0
     """Inverted-residual blocks of a stride-16 context stage (dilations 1, 2, 4, 8 cycling; 0: none). It reads the
     stride-8 map, sees a window about four times wider (~500 px) and adds its output, projected and upsampled, back
@@ -101,6 +111,15 @@ class ClickRefinerConfig:
             raise ValueError(f"refiner.far_weight must be in [0, 1], got {self.far_weight}")
         if self.correct_previous and not self.prev_mask:
             raise ValueError("refiner.correct_previous needs refiner.prev_mask (the decoder's mask takes that channel)")
+        if self.similarity_dim < 0 or self.similarity_width <= 0:
+            raise ValueError(
+                f"refiner.similarity_dim must be >= 0 and refiner.similarity_width > 0, got {self.similarity_dim} and "
+                f"{self.similarity_width}"
+            )
+        if self.similarity_dim and not self.feature_dim:
+            raise ValueError(
+                "refiner.similarity_dim needs refiner.feature_dim (the embedding is made from the features)"
+            )
         if self.context_blocks < 0:
             raise ValueError(f"refiner.context_blocks must be >= 0, got {self.context_blocks}")
         if self.half_above < 0 or self.half_clicks < 0:
@@ -228,6 +247,29 @@ def _area(x: Tensor, size: torch.Size) -> Tensor:
     return F.interpolate(x, size=size, mode="area")
 
 
+class SimilarityHead(nn.Module):
+    """Stride-8 model features → an embedding whose cosine similarities say which positions belong together:
+    ``[B, D, h, w] → [B, S, h, w]`` (3×3 convolutions of dilation 1, 2 and 4 with ReLUs, then a 1×1; a window of
+    15 × 15 cells, 120 canvas pixels, around each position). Trained apart (``seem.train.similarity``) to reproduce a
+    promptable model's image embedding; frozen while the refiner trains."""
+
+    def __init__(self, dim: int, width: int, out: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(dim, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=4, dilation=4),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, out, 1),
+        )
+
+    def forward(self, feats: Tensor) -> Tensor:
+        """``feats [B, D, h, w]`` → ``[B, S, h, w]`` (unnormalised; only directions matter)."""
+        return self.net(feats)
+
+
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
@@ -286,6 +328,9 @@ class ClickRefiner(nn.Module):
             self.feat_in = nn.Conv2d(cfg.feature_dim + 3, c8, 1)
             nn.init.zeros_(self.feat_in.weight)
             nn.init.zeros_(_need_bias(self.feat_in))
+        self.similarity: SimilarityHead | None = None
+        if cfg.similarity_dim:
+            self.similarity = SimilarityHead(cfg.feature_dim, cfg.similarity_width, cfg.similarity_dim)
         self.context: nn.Sequential | None = None
         if cfg.context_blocks:
             ctx = [_InvertedResidual(c8, cfg.expand, dil[i % 4]) for i in range(cfg.context_blocks)]
@@ -304,8 +349,9 @@ class ClickRefiner(nn.Module):
     ) -> Tensor:
         """``image [B, 3, H, W]``, ``coarse [B, 1, H, W]`` logits, ``clicks [B, 2, H, W]``, ``prev [B, 1, H, W]``
         logits or None (read only with ``cfg.prev_mask``; None = no previous mask), ``feats [B, D, H / 8, W / 8]``
-        (required with ``cfg.feature_dim = D``, else ignored) → logits ``[B, 1, H, W]`` (``H``, ``W`` any size;
-        multiples of 8 avoid resampling inside)."""
+        (required with ``cfg.feature_dim = D``, else ignored; ``[B, D + S, H / 8, W / 8]`` with ``cfg.similarity_dim
+        = S``: ``image_features``) → logits ``[B, 1, H, W]`` (``H``, ``W`` any size; multiples of 8 avoid resampling
+        inside)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be [B, 3, H, W], got {tuple(image.shape)}")
         b, _, h, w = image.shape
@@ -328,18 +374,48 @@ class ClickRefiner(nn.Module):
         f4 = self.blocks4(self.down4(f2))
         f8 = self.down8(f4)
         if self.feat_in is not None:
-            if feats is None or feats.dim() != 4 or tuple(feats.shape[:2]) != (b, self.cfg.feature_dim):
+            d, n = self.cfg.feature_dim, self.cfg.feature_dim + self.cfg.similarity_dim
+            if feats is None or feats.dim() != 4 or tuple(feats.shape[:2]) != (b, n):
                 got = None if feats is None else tuple(feats.shape)
-                raise ValueError(f"feats must be [{b}, {self.cfg.feature_dim}, H / 8, W / 8], got {got}")
+                raise ValueError(f"feats must be [{b}, {n}, H / 8, W / 8] (image_features), got {got}")
             g = _resize(feats.to(f8.dtype), f8)
-            sims = prototype_maps(g, clicks, parts[1]).to(f8.dtype)
-            f8 = f8 + self.feat_in(torch.cat([g, sims], 1))
+            sims = prototype_maps(g[:, d:] if n > d else g, clicks, parts[1]).to(f8.dtype)
+            f8 = f8 + self.feat_in(torch.cat([g[:, :d], sims], 1))
         if self.context is not None:
             f8 = f8 + _resize(self.context(f8), f8)
         f8 = self.blocks8(f8)
         y = _merge(self.up4, f8, f4)
         y = _merge(self.up2, y, f2)
         return base + _resize(self.head(y), x)
+
+    def image_features(self, feats: Tensor) -> Tensor:
+        """What ``forward`` reads as ``feats``, made once per image from its stride-8 features ``feats [B, D, h,
+        w]`` (``stride8_features``): the features themselves, followed by their ``similarity`` embedding when the
+        refiner has one (``[B, D + S, h, w]``). Windows of it are windows of the result: the embedding sees the whole
+        image, not the window."""
+        if self.similarity is None:
+            return feats
+        return torch.cat([feats, self.similarity(feats).to(feats.dtype)], 1)
+
+    def with_similarity(self, head: SimilarityHead) -> ClickRefiner:
+        """A copy whose similarity maps read ``head``'s embedding of the features (``similarity_dim``) instead of
+        the features: another function than this refiner's (the maps change), to be trained further (``seem
+        train-refiner --init ... --similarity HEAD``)."""
+        if not self.cfg.feature_dim:
+            raise ValueError("a similarity head needs a refiner that reads model features (feature_dim)")
+        if self.cfg.similarity_dim:
+            raise ValueError(f"this refiner already has a similarity head ({self.cfg.similarity_dim} channels)")
+        first, last = head.net[0], head.net[-1]
+        if not isinstance(first, nn.Conv2d) or not isinstance(last, nn.Conv2d):  # pragma: no cover - layout
+            raise TypeError("expected a SimilarityHead")
+        if first.in_channels != self.cfg.feature_dim:
+            raise ValueError(
+                f"the head reads {first.in_channels}-channel features, this refiner {self.cfg.feature_dim}-channel ones"
+            )
+        new = self._grown("similarity.", similarity_dim=last.out_channels, similarity_width=first.out_channels)
+        assert new.similarity is not None
+        new.similarity.load_state_dict(head.state_dict())
+        return new
 
     def with_prev_mask(self) -> ClickRefiner:
         """A copy that also reads the previous mask (``prev_mask``), with that channel's weights zero: it gives the
@@ -436,6 +512,7 @@ class ClickRefiner(nn.Module):
             block(f"blocks8.{j}", f"blocks8.{j}", i8)
         if cfg.feature_dim:
             out["feat_in.weight"], out["feat_in.bias"] = t["feat_in.weight"][i8], t["feat_in.bias"][i8]
+        out.update({k: v for k, v in t.items() if k.startswith("similarity.")})  # reads the features: unchanged
         if cfg.context_blocks:
             conv_norm("context.0", i8, i8)
             for j in range(1, cfg.context_blocks + 1):

@@ -56,7 +56,7 @@ class OnnxRefiner:
     threads (they sleep between calls: spinning threads would slow the PyTorch work of the same click).
 
     Called like the net: ``(image [B, 3, H, W], coarse [B, 1, H, W] logits, clicks [B, 2, H, W], prev [B, 1, H, W]
-    logits or None, feats [B, D, H / 8, W / 8] or None) → logits [B, 1, H, W]`` (float32 tensors on the CPU).
+    logits or None, feats [B, D (+ S), H / 8, W / 8] or None) → logits [B, 1, H, W]`` (float32 tensors on the CPU).
     Raises ``RuntimeError`` when the export or the session fails (the caller keeps the PyTorch net then)."""
 
     def __init__(self, net: ClickRefiner, threads: int) -> None:
@@ -72,8 +72,8 @@ class OnnxRefiner:
         if cfg.prev_mask:
             example.append(torch.zeros(1, 1, s, s))
             names.append("prev")
-        if cfg.feature_dim:
-            example.append(torch.zeros(1, s // 8, s // 8, cfg.feature_dim))
+        if cfg.feature_dim:  # the features and their similarity embedding (ClickRefiner.image_features)
+            example.append(torch.zeros(1, s // 8, s // 8, cfg.feature_dim + cfg.similarity_dim))
             names.append("feats")
         axes = {n: {0: "batch", 2: "height", 3: "width"} for n in (*names, "logits")}
         if cfg.feature_dim:

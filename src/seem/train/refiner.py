@@ -44,7 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seem.models.click_refiner import ClickRefiner, ClickRefinerConfig, click_maps, stride8_features
+from seem.models.click_refiner import (
+    ClickRefiner,
+    ClickRefinerConfig,
+    SimilarityHead,
+    click_maps,
+    stride8_features,
+)
 from seem.models.config import PIXEL_MEAN, PIXEL_STD
 
 if TYPE_CHECKING:
@@ -266,19 +272,26 @@ def _crop_features(feats: np.ndarray, top: int, left: int, size: int) -> np.ndar
     return np.pad(f, ((0, 0), (0, size - f.shape[1]), (0, size - f.shape[2])))
 
 
-def pool_features(model: object, pool: Sequence[PoolImage], progress: bool = True) -> list[np.ndarray]:
+def pool_features(
+    model: object, pool: Sequence[PoolImage], refiner: ClickRefiner | None = None, progress: bool = True
+) -> list[np.ndarray]:
     """The features a refiner with ``feature_dim`` reads, for every pool image as ``model`` (a ``SEEMModel``)
     encodes it at the pool's scale: ``ImageFeatures.mask_features`` pooled to stride 8 by ``stride8_features``
-    (as ``SEEMModel.refine_clicks`` pools them), cut to the image (``[D, ceil(H / 8), ceil(W / 8)]``, float16)."""
+    (as ``SEEMModel.refine_clicks`` pools them), followed by ``refiner``'s similarity embedding of them when it has
+    a similarity head (``ClickRefiner.image_features``, of the whole canvas as at inference), cut to the image
+    (``[D (+ S), ceil(H / 8), ceil(W / 8)]``, float16)."""
     from tqdm import tqdm
 
     seg = _pool_segmenter(model, pool)
     out: list[np.ndarray] = []
     for item in tqdm(pool, desc="refiner features", disable=not progress):
         seg.set_image(item.image)
-        f8 = stride8_features(seg.features.mask_features)[0]
+        f8 = stride8_features(seg.features.mask_features)
+        if refiner is not None and refiner.similarity is not None:
+            with torch.no_grad():
+                f8 = refiner.image_features(f8.to(next(refiner.parameters()).device)).cpu()
         h, w = item.image.shape[:2]
-        out.append(f8[:, : -(-h // 8), : -(-w // 8)].numpy().astype(np.float16))
+        out.append(f8[0, :, : -(-h // 8), : -(-w // 8)].numpy().astype(np.float16))
     return out
 
 
@@ -670,7 +683,9 @@ def train_refiner(
         check_teacher(teacher, model.cfg)
         teacher = teacher.eval().requires_grad_(False)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    if model.similarity is not None:  # trained apart (seem.train.similarity); the features carry its output
+        model.similarity.requires_grad_(False)
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=lr, weight_decay=1e-4)
     warm = min(200, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, warm)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
@@ -719,7 +734,7 @@ def train_refiner(
 def check_teacher(teacher: ClickRefiner, cfg: ClickRefinerConfig) -> None:
     """``ValueError`` unless ``teacher`` reads the same inputs the same way as a refiner of config ``cfg`` (the
     architecture may differ: widths, blocks, expansion, context stage)."""
-    same = ("prev_mask", "feature_dim", "click_radius", "coarse_clamp", "correct_previous")
+    same = ("prev_mask", "feature_dim", "similarity_dim", "click_radius", "coarse_clamp", "correct_previous")
     diff = [
         f"{k} {getattr(teacher.cfg, k)} vs {getattr(cfg, k)}"
         for k in same
@@ -793,6 +808,13 @@ def add_refiner_arguments(p: argparse.ArgumentParser) -> None:
         help="the refiner also reads --model's per-pixel features (added to an --init refiner with zero weights)",
     )
     p.add_argument(
+        "--similarity",
+        type=Path,
+        metavar="HEAD",
+        help="give the --init refiner this similarity head (seem train-similarity): its similarity maps read the "
+        "head's embedding of the features from then on (needs a refiner that reads features)",
+    )
+    p.add_argument(
         "--correct-previous",
         action="store_true",
         help="from the second round on, correct the previous round's mask and read the decoder's (needs --prev-mask)",
@@ -819,6 +841,7 @@ def run_refiner(args: argparse.Namespace) -> int:
     """Build the pool (and rollouts), train, save; returns the exit code."""
     from seem.train.build import build_sources
     from seem.train.config import load_config
+    from seem.train.similarity import load_similarity_head
 
     try:
         cfg = load_config(args.data)
@@ -826,6 +849,11 @@ def run_refiner(args: argparse.Namespace) -> int:
         teacher = load_refiner(args.teacher) if args.teacher else None
         if teacher is None and (args.widths or args.blocks):
             raise ValueError("--widths and --blocks shape a new refiner taught by a --teacher")
+        head = None
+        if args.similarity:
+            if init is None or teacher is not None:
+                raise ValueError("--similarity gives a head to the --init refiner (without --teacher)")
+            head = load_similarity_head(args.similarity)
         student = None
         if teacher is not None:
             layout = student_config(teacher.cfg, args.widths, args.blocks, args.context)
@@ -855,7 +883,7 @@ def run_refiner(args: argparse.Namespace) -> int:
     rollouts: list[Rollout] = []
     features = None
     dim = 0
-    reads_features = any(r is not None and r.cfg.feature_dim for r in (init, teacher))
+    reads_features = head is not None or any(r is not None and r.cfg.feature_dim for r in (init, teacher))
     box_rollouts: list[Rollout] = []
     if args.rollouts or args.box_rollouts or args.features or reads_features:  # these need the model
         from seem.loading import load
@@ -866,8 +894,14 @@ def run_refiner(args: argparse.Namespace) -> int:
             print(f"seem train-refiner: --model {args.model}: not a SEEM-family model", file=sys.stderr)
             return 2
         dim = model.config.pixel_decoder.mask_dim if args.features else 0
+        if student is None and init is not None:  # go on from --init, grown by what the options add
+            try:
+                student = _trainable(load_refiner(args.init), args.prev_mask, dim, args.context, fix, head)
+            except ValueError as e:
+                print(f"seem train-refiner: {e}", file=sys.stderr)
+                return 2
         if args.features or reads_features:
-            features = pool_features(model, pool)
+            features = pool_features(model, pool, student)
         if args.rollouts and runner is not None:
             model.set_refiner(runner)
             rollouts = collect_rollouts(model, pool, args.rollouts, seed=args.seed, min_first_iou=args.min_first_iou)
@@ -911,11 +945,16 @@ def run_refiner(args: argparse.Namespace) -> int:
 
 
 def _trainable(
-    refiner: ClickRefiner, prev_mask: bool, feature_dim: int = 0, context: int = 0, correct_previous: bool = False
+    refiner: ClickRefiner,
+    prev_mask: bool,
+    feature_dim: int = 0,
+    context: int = 0,
+    correct_previous: bool = False,
+    similarity: SimilarityHead | None = None,
 ) -> ClickRefiner:
     """``refiner`` in training mode, given the previous-mask channel if ``prev_mask`` asks for it, the feature
-    input if ``feature_dim`` does, a context stage of ``context`` blocks if it has none, and set to correct the
-    previous round's mask if ``correct_previous`` asks for it."""
+    input if ``feature_dim`` does, a context stage of ``context`` blocks if it has none, set to correct the
+    previous round's mask if ``correct_previous`` asks for it, and given the ``similarity`` head if one is given."""
     if prev_mask and not refiner.cfg.prev_mask:
         refiner = refiner.with_prev_mask()
     if feature_dim and not refiner.cfg.feature_dim:
@@ -924,6 +963,8 @@ def _trainable(
         refiner = refiner.with_context(context)
     if correct_previous and not refiner.cfg.correct_previous:
         refiner.cfg = dataclasses.replace(refiner.cfg, correct_previous=True)
+    if similarity is not None:
+        refiner = refiner.with_similarity(similarity)
     return refiner.train()
 
 
