@@ -613,23 +613,23 @@ def distill_loss(logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, p) - F.binary_cross_entropy_with_logits(teacher_logits, p)
 
 
-def save_refiner(model: ClickRefiner, path: Path, meta: dict[str, object] | None = None) -> None:
-    """``model``'s state dict as safetensors, its config (and ``meta``) in the metadata."""
+def write_weights(module: torch.nn.Module, path: Path, metadata: dict[str, object]) -> None:
+    """``module``'s state dict as float32 safetensors at ``path`` (written to a temporary file, then moved), each
+    ``metadata`` value as JSON."""
     from safetensors.torch import save_file
 
-    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    info = {"config": json.dumps(asdict(model.cfg)), "meta": json.dumps(meta or {})}
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(sd, str(tmp), metadata=info)
+    save_file(sd, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
     tmp.replace(path)
 
 
-def load_refiner(path: str | Path) -> ClickRefiner:
-    """Inverse of ``save_refiner`` (strict)."""
+def read_weights(path: str | Path, key: str, what: str) -> tuple[dict[str, Tensor], dict[str, object]]:
+    """``(state dict, metadata)`` of a ``write_weights`` file (the metadata's ``key`` decoded from JSON, the rest as
+    stored); ``ValueError`` naming the file when it is unreadable or its metadata has no JSON ``key`` (then it is
+    not ``what``)."""
     from safetensors import SafetensorError, safe_open
-
-    from seem.models.config import dataclass_from_dict
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -637,9 +637,25 @@ def load_refiner(path: str | Path) -> ClickRefiner:
             sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iteration
     except (OSError, SafetensorError) as e:
         raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    if "config" not in meta:
-        raise ValueError(f"{path}: not a refiner file (no 'config' in its metadata)")
-    model = ClickRefiner(dataclass_from_dict(ClickRefinerConfig, json.loads(meta["config"])))
+    if key not in meta:
+        raise ValueError(f"{path}: not {what} (no {key!r} in its metadata)")
+    try:
+        return sd, {key: json.loads(meta[key]), **{k: v for k, v in meta.items() if k != key}}
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: not {what} (its {key!r} is not JSON)") from None
+
+
+def save_refiner(model: ClickRefiner, path: Path, meta: dict[str, object] | None = None) -> None:
+    """``model``'s state dict as safetensors, its config (and ``meta``) in the metadata."""
+    write_weights(model, path, {"config": asdict(model.cfg), "meta": meta or {}})
+
+
+def load_refiner(path: str | Path) -> ClickRefiner:
+    """Inverse of ``save_refiner`` (strict)."""
+    from seem.models.config import dataclass_from_dict
+
+    sd, meta = read_weights(path, "config", "a refiner file")
+    model = ClickRefiner(dataclass_from_dict(ClickRefinerConfig, meta["config"]))  # type: ignore[arg-type]
     missing, unexpected = set(model.state_dict()) - set(sd), set(sd) - set(model.state_dict())
     if missing or unexpected:
         raise ValueError(f"{path}: missing keys {sorted(missing)[:5]}, unexpected keys {sorted(unexpected)[:5]}")

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seem.models.click_refiner import SimilarityHead
+from seem.train.refiner import read_weights, write_weights
 
 __all__ = [
     "HEAD_FILE",
@@ -169,28 +170,17 @@ def _held_back_scores(
 
 def save_similarity_head(head: SimilarityHead, path: Path, meta: dict[str, object] | None = None) -> None:
     """``head``'s weights as safetensors, its layout (``dim``, ``width``, ``out``) and ``meta`` in the metadata."""
-    from safetensors.torch import save_file
-
     first, last = head.net[0], head.net[-1]
     layout = {"dim": first.in_channels, "width": first.out_channels, "out": last.out_channels}
-    sd = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata={"layout": json.dumps(layout), "meta": json.dumps(meta or {})})
+    write_weights(head, path, {"layout": layout, "meta": meta or {}})
 
 
 def load_similarity_head(path: str | Path) -> SimilarityHead:
     """Inverse of ``save_similarity_head`` (strict); ``ValueError`` naming the file when it is not one."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iteration
-    except (OSError, SafetensorError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    if "layout" not in meta:
-        raise ValueError(f"{path}: not a similarity head (no 'layout' in its metadata)")
-    layout = json.loads(meta["layout"])
+    sd, meta = read_weights(path, "layout", "a similarity head")
+    layout = meta["layout"]
+    if not isinstance(layout, dict):
+        raise ValueError(f"{path}: not a similarity head (its layout is {layout!r})")
     head = SimilarityHead(int(layout["dim"]), int(layout["width"]), int(layout["out"]))
     try:
         head.load_state_dict(sd, strict=True)
