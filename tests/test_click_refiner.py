@@ -808,7 +808,7 @@ def test_large_windows_of_few_clicks_are_read_at_half_resolution(refined_model: 
     def run(coords: Tensor, labels: Tensor, **changes: int) -> Tensor:
         refined_model.config.refiner = dataclasses.replace(cfg, **changes)
         with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
-            mp.setattr(refined_model, "_refiner_runner", lambda: spy)
+            mp.setattr(refined_model, "_refiner_runner", lambda *_: spy)
             return refined_model.refine_clicks(canvas, logits4, coords, labels, logits4[0], features)
 
     full = run(one, lab1, half_above=0)

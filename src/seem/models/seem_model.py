@@ -254,9 +254,10 @@ class SEEMModel(nn.Module):
             y0, x0, y1, x1 = y0 // 16 * 16, x0 // 16 * 16, min(hp, -(-y1 // 16) * 16), min(wp, -(-x1 // 16) * 16)
         out = coarse.clamp(-cfg.coarse_clamp, cfg.coarse_clamp)
         win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+        net = self._inference_refiner()  # (its key walks every weight: once per click)
         f8 = None  # the window's features at stride 8 (its edges are multiples of 8 or the canvas edges)
         if cfg.feature_dim and features is not None:
-            f8 = self._stride8_features(features)[..., y0 // 8 : -(-y1 // 8), x0 // 8 : -(-x1 // 8)]
+            f8 = self._stride8_features(features, net)[..., y0 // 8 : -(-y1 // 8), x0 // 8 : -(-x1 // 8)]
         image_w, coarse_w, prev_w = image[win].to(coarse), coarse[win], None if prev is None else prev[win]
         if half:
             image_w, coarse_w = _halved(image_w), _halved(coarse_w)
@@ -267,7 +268,7 @@ class SEEMModel(nn.Module):
             maps_w = click_maps((coords.float() - at) / 2, labels, (hh, ww), cfg.click_radius)
         else:
             maps_w = click_maps(coords, labels, (hp, wp), cfg.click_radius)[:, y0:y1, x0:x1]
-        small = self._refiner_runner()(  # window views as they are: the net concatenates them in one pass
+        small = self._refiner_runner(net)(  # window views as they are: the net concatenates them in one pass
             image_w.expand(c, -1, -1, -1),
             coarse_w,
             maps_w.to(coarse)[None].expand(c, -1, -1, -1),
@@ -286,13 +287,13 @@ class SEEMModel(nn.Module):
         frac = self.config.refiner.min_region
         return torch.stack([clean_regions(o, coords, labels, frac) for o in out[:, 0]])
 
-    def _stride8_features(self, features: Tensor) -> Tensor:
+    def _stride8_features(self, features: Tensor, net: ClickRefiner) -> Tensor:
         """What the refiner reads of the whole canvas (``ClickRefiner.image_features`` of ``stride8_features
         (features)``: the features pooled, and their similarity embedding if the refiner has one), made once per
         image: kept while ``features`` is the same tensor, unchanged (``_version``), on the same device and dtype,
         and the refiner's similarity head the same. A window on multiples of 8 px is the same slice of the pooled
-        features as pooling the window itself (every 2×2 cell lies inside the window)."""
-        net = self._inference_refiner()
+        features as pooling the window itself (every 2×2 cell lies inside the window). ``net``: the refiner that
+        runs (``_inference_refiner()``)."""
         head = () if net.similarity is None else tuple((id(t), t._version) for t in net.similarity.parameters())
         key = (features._version, tuple(features.shape), features.device, features.dtype, net, head)
         c = self._pooled_features
@@ -324,12 +325,12 @@ class SEEMModel(nn.Module):
         if self.refiner is not None and not self.refiner.training:
             self._refiner_runner()
 
-    def _refiner_runner(self) -> ClickRefiner | OnnxRefiner:
-        """What runs the refiner's net at inference: ``_inference_refiner()``, or that net in onnxruntime
-        (``OnnxRefiner``, made once per folded net and thread count) when it is folded, on the CPU, with
+    def _refiner_runner(self, net: ClickRefiner | None = None) -> ClickRefiner | OnnxRefiner:
+        """What runs the refiner's net at inference: ``net`` (default ``_inference_refiner()``), or that net in
+        onnxruntime (``OnnxRefiner``, made once per folded net and thread count) when it is folded, on the CPU, with
         ``config.refiner.onnxruntime`` and onnxruntime installed. A net onnxruntime cannot run stays with PyTorch
         (one warning)."""
-        net = self._inference_refiner()
+        net = self._inference_refiner() if net is None else net
         if net is self.refiner or not self.config.refiner.onnxruntime or net.head.weight.device.type != "cpu":
             return net
         threads = torch.get_num_threads()
