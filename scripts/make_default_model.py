@@ -1,7 +1,7 @@
 """Turn the run of ``configs/default_model.yaml`` into the shipped default model (``src/seem/weights/default``).
 
     python scripts/make_default_model.py [runs/default_model/final] [--out src/seem/weights/default]
-        [--refiner runs/refiner/refiner.safetensors]
+        [--refiner runs/refiner/refiner.safetensors [MORE_REFINERS ...]]
 
 RUN may also be the output folder of ``scripts/device_train.sh`` (``config.json`` + ``model_part*.safetensors``: the
 weights split in files small enough to come back from a GPU machine); the parts are joined first.
@@ -52,7 +52,12 @@ def main() -> None:
     ap.add_argument("run", nargs="?", default="runs/default_model/final")
     ap.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
     ap.add_argument("--out", default=str(REPO / "src" / "seem" / "weights" / "default"))
-    ap.add_argument("--refiner", help="a click refiner to ship with it (refiner.safetensors of seem.train.refiner)")
+    ap.add_argument(
+        "--refiner",
+        nargs="+",
+        help="a click refiner to ship with it (refiner.safetensors of seem.train.refiner); several: their average "
+        "(seem average-refiners)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = SEEMModel.from_pretrained(_joined(Path(args.run)))
@@ -74,9 +79,11 @@ def main() -> None:
         model.builtin_class_embeddings = {names: model.class_embeddings(list(names)).float()}
     model.builtin_text_state = model.text_state_hash()
     if args.refiner:
-        from seem.train.refiner import load_refiner
+        from seem.train.refiner import average_refiners, load_refiner
 
-        model.set_refiner(load_refiner(args.refiner))
+        # several refiners (the last rounds): their weights' average, chosen on the tuning sets (MODELS.md)
+        many = len(args.refiner) > 1
+        model.set_refiner(average_refiners(args.refiner) if many else load_refiner(args.refiner[0]))
         # the net reads windows over 256² canvas px at half resolution for a prompt's first 3 clicks, and its
         # correction counts in full everywhere (no damping far from the clicks): both chosen on the BSDS500 tuning
         # set of scripts/make_bsds_tuning_set.py (fewer clicks there; half the net's cost). The damping to half

@@ -909,3 +909,47 @@ def test_a_refiner_onnxruntime_cannot_run_stays_with_pytorch(
         refined_model.config.refiner = dataclasses.replace(refined_model.config.refiner, onnxruntime=False)
         torch.testing.assert_close(refined_model.refine_clicks(canvas, logits4, coords, labels), a)
     assert torch.equal(a, b)
+
+
+def test_average_refiners_is_the_mean_of_rounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``seem average-refiners``: each weight (BatchNorm statistics too) is the mean over the files, so two rounds'
+    average corrects a real mask differently from either; one file, or another architecture, is refused."""
+    from seem.cli import main
+
+    a = _small_refiner()
+    b = copy.deepcopy(a)
+    torch.manual_seed(1)
+    with torch.no_grad():  # another round: every weight and BatchNorm statistic moved
+        for name, t in itertools.chain(b.named_parameters(), b.named_buffers()):
+            if name.endswith("running_var"):
+                t.mul_(1 + 0.5 * torch.rand_like(t))
+            elif t.is_floating_point():
+                t.add_(0.2 * torch.randn_like(t))
+    paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
+    save_refiner(a, paths[0])
+    save_refiner(b, paths[1], {"round": 2})
+    out = tmp_path / "avg.safetensors"
+    assert main(["average-refiners", str(paths[0]), str(paths[1]), "--out", str(out)]) == 0
+    assert "the average of 2 refiners" in capsys.readouterr().out
+    avg = load_refiner(out)
+    sa, sb, s = a.state_dict(), b.state_dict(), avg.state_dict()
+    for k, v in s.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (sa[k] + sb[k]) / 2)
+        else:
+            assert torch.equal(v, sa[k]), f"{k}: integer buffers come from the first file"
+    img = read_image(sample_image("coffee"))[:96, :128]
+    image = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    coarse = torch.full((1, 1, 96, 128), -4.0)
+    coarse[..., 20:70, 30:100] = 4.0
+    clicks = torch.from_numpy(np.stack([_disk(96, 128, 45, 60, 5), _disk(96, 128, 10, 10, 5)])).float()[None]
+    with torch.no_grad():
+        ya, yb, y = (n(image, coarse, clicks) for n in (a, b, avg))
+    assert not torch.allclose(y, ya, atol=1e-3) and not torch.allclose(y, yb, atol=1e-3)
+    assert main(["average-refiners", str(paths[0]), "--out", str(out)]) == 2
+    assert "at least two refiner files" in capsys.readouterr().err
+    wide = ClickRefiner(ClickRefinerConfig(enabled=True, widths=(8, 12, 16), blocks=(1, 1)))
+    save_refiner(wide, tmp_path / "wide.safetensors")
+    assert main(["average-refiners", str(paths[0]), str(tmp_path / "wide.safetensors"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "wide.safetensors: another architecture" in err and "widths" in err

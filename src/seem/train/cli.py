@@ -72,6 +72,19 @@ def add_train_parser(subparsers: Any) -> tuple[argparse.ArgumentParser, argparse
     add_similarity_arguments(h)
     h.set_defaults(func=run_similarity)
 
+    a = subparsers.add_parser(
+        "average-refiners",
+        help="average the weights of click refiners of one architecture (e.g. consecutive train-refiner rounds)",
+        description="Write the uniform average of the weights of two or more refiner files (seem train-refiner "
+        "outputs of the same architecture and inputs, e.g. the last rounds of --init training): a weight soup. "
+        "See docs/training.md, section 6.",
+    )
+    a.add_argument("refiners", nargs="+", help="refiner.safetensors files (two or more)")
+    a.add_argument("--out", required=True, help="the averaged refiner file to write")
+    from seem.train.refiner import run_average_refiners
+
+    a.set_defaults(func=run_average_refiners)
+
     f = subparsers.add_parser(
         "finetune",
         help="fine-tune a model on a folder of images + masks with the official recipe's defaults",

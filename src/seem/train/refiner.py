@@ -663,6 +663,50 @@ def load_refiner(path: str | Path) -> ClickRefiner:
     return model.eval()
 
 
+INFERENCE_SETTINGS = ("reach", "far_weight", "half_above", "half_clicks", "onnxruntime", "min_region", "enabled")
+"""``ClickRefinerConfig`` fields that only say how a trained net is run (not its weights' meaning)."""
+
+
+def average_refiners(paths: Sequence[str | Path]) -> ClickRefiner:
+    """The uniform average of the weights of the refiner files ``paths`` (a weight soup, e.g. of consecutive
+    ``--init`` rounds): floating-point tensors averaged (BatchNorm's running statistics too), integer buffers
+    (BatchNorm's step counters) taken from the first file; the first file's config. ``ValueError`` naming the file
+    when fewer than two are given or one's architecture or inputs differ from the first's (its config outside
+    ``INFERENCE_SETTINGS``)."""
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least two refiner files, got {len(paths)}")
+    nets = [load_refiner(p) for p in paths]
+    first = asdict(nets[0].cfg)
+    for p, net in zip(paths[1:], nets[1:], strict=True):
+        cfg = asdict(net.cfg)
+        diff = [f"{k} {cfg[k]} vs {first[k]}" for k in first if k not in INFERENCE_SETTINGS and cfg[k] != first[k]]
+        if diff:
+            raise ValueError(
+                f"{p}: another architecture than {paths[0]} ({', '.join(diff)}); only same-shaped "
+                "refiners can be averaged"
+            )
+    sds = [net.state_dict() for net in nets]
+    avg = {
+        k: torch.stack([sd[k].float() for sd in sds]).mean(0).to(v.dtype) if v.is_floating_point() else v
+        for k, v in sds[0].items()
+    }
+    nets[0].load_state_dict(avg, strict=True)
+    return nets[0].eval()
+
+
+def run_average_refiners(args: argparse.Namespace) -> int:
+    """``seem average-refiners``: ``args.refiners`` averaged (``average_refiners``) into ``args.out``."""
+    try:
+        net = average_refiners(args.refiners)
+    except ValueError as e:
+        print(f"seem average-refiners: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    save_refiner(net, out, {"averaged": [str(p) for p in args.refiners]})
+    print(f"wrote {out}: the average of {len(args.refiners)} refiners")
+    return 0
+
+
 def train_refiner(
     pool: Sequence[PoolImage],
     out: Path,
