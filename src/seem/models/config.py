@@ -177,7 +177,7 @@ class InferenceConfig:
     short_side: int = 512
     """Short side (pixels) images are resized to before encoding (official SEEM: 512). The default model declares
     384, the scale it was trained at (its crops are 384 px): clicks on GrabCut and DAVIS segment clearly better there
-    than at 512 (MODELS.md)."""
+    than at 512 (docs/default_model_experiments.md)."""
     box_rule: str = "official"
     """How ``Segmenter`` reads a prompt made of boxes only: ``"official"`` (the model's selection score picks the
     mask), ``"fit"`` (the prompt's query mask whose bounding box best matches the boxes' union, with the pixels
@@ -185,13 +185,15 @@ class InferenceConfig:
     the box, ``seem.models.grabcut``, kept when its bounding box matches the box better; then, with a click
     refiner and ``stroke_clicks``, corrected by the refiner reading the mask's inside as clicks; about 0.2 s more
     per box on a 2-core CPU). The default model uses ``"grabcut"``: its selection score picked its coarsest level for
-    boxes, a region far larger than the box, and its fitted masks follow the object only roughly (MODELS.md)."""
+    boxes, a region far larger than the box, and its fitted masks follow the object only roughly
+    (docs/default_model_experiments.md)."""
     polygon_rule: str = "official"
     """How ``Segmenter`` reads a prompt made of positive polygons only: ``"official"`` (a region prompt, like a
     scribble) or ``"grabcut"`` (the filled polygons with their edges snapped to the image's edges by OpenCV's
     GrabCut, moved by at most ``polygon_band`` canvas pixels either way, ``seem.models.grabcut``; the decoder's mask
     is not used). A polygon traces the object's outline, as an annotator clicks it: the default model uses
-    ``"grabcut"``, its own mask of a polygon being far less exact than the polygon (MODELS.md)."""
+    ``"grabcut"``, its own mask of a polygon being far less exact than the polygon
+    (docs/default_model_experiments.md)."""
     polygon_band: int = 8
     """``polygon_rule = "grabcut"``: how far (canvas pixels) GrabCut may move the polygons' edges, in and out."""
     stroke_clicks: float = 0.0
@@ -200,7 +202,7 @@ class InferenceConfig:
     (``seem.prompts.spaced_pixels``; positive and negative as drawn; ``box_rule = "grabcut"`` reads a box's mask
     the same way, from 16 px inside its edge); 0 = not refined (the decoder's mask). The
     default model uses 60: its decoder's mask of a scribble was far less exact than of a refined click
-    (MODELS.md)."""
+    (docs/default_model_experiments.md)."""
     negative_click_rule: str = "official"
     """How ``Segmenter`` reads negative clicks: ``"official"`` (as prompts only) or ``"drop_region"`` (also: a
     negative click inside the mask removes the connected region of the mask that holds it, unless that region holds
@@ -209,10 +211,11 @@ class InferenceConfig:
     click_decoder_layers: int | None = None
     """Decoder layers ``Segmenter.segment`` runs for a click prompt whose mask the click refiner corrects (one mask
     asked for; an early exit, ``DecoderInputs.layers``); None = all. The default model uses 3 (one pass over the three
-    feature levels): its refiner does the correcting, and as few clicks were needed on the tuning sets with the decoder
-    taking two thirds of the time (MODELS.md). A joint call (``segment(..., joint=True)``, ``InteractiveSession``) exits
-    early only when the refiner corrects every object of it. Other prompts, several candidates
-    (``predict(multimask_output=True)``) and ``segment_levels`` always run every layer."""
+    feature levels): its refiner does the correcting, and as few clicks were needed on the tuning set with the decoder
+    taking two thirds of the time per click (8.3 ms instead of 12.3; docs/default_model_experiments.md). A joint call
+    (``segment(..., joint=True)``, ``InteractiveSession``) exits early only when the refiner corrects every object of
+    it. Other prompts, several candidates (``predict(multimask_output=True)``) and ``segment_levels`` always run every
+    layer."""
 
 
 @dataclass
