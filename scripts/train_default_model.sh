@@ -28,7 +28,7 @@ seem train configs/default_model.yaml --set "output_dir=$out" --set prompts.leve
 # input size and rules) with the refiner of the round before (DAgger); from v4 on the refiner also reads the previous
 # round's mask, v5 leaves out first clicks whose decoder mask is another region than the target, v6 and v7 read the
 # model's features, v8 sees a wider window (a stride-16 context stage), v9 to v12 are more rounds. Then the model is made again with the
-# average of v10 to v12 in it.
+# average of v10 to v13 in it (v13: one more round from the average of v10 to v12).
 python -m seem.train.refiner --data configs/default_model.yaml --out "$out/refiner_v1" --steps 5000
 python scripts/make_default_model.py "$out/final" --out "$out/model"
 refine() {  # refine VERSION INIT_VERSION SEED ROLLOUTS STEPS [OPTIONS...]
@@ -58,7 +58,12 @@ refine_shipped() {  # refine_shipped VERSION INIT_VERSION SEED
 refine_shipped v10 v9 8
 refine_shipped v11 v10 9
 refine_shipped v12 v11 10
-# the shipped refiner: the average of the last three rounds' weights (seem average-refiners; fewer clicks on the
-# tuning sets than v12 alone; MODELS.md)
+# the average of the last three rounds' weights (seem average-refiners; fewer clicks on the tuning sets than v12
+# alone), shipped on 2026-12-02; v13: one more round from it, recorded with the model as it shipped with it
+mkdir -p "$out/refiner_avg12"
+seem average-refiners "$out/refiner_v10/refiner.safetensors" "$out/refiner_v11/refiner.safetensors" \
+  "$out/refiner_v12/refiner.safetensors" --out "$out/refiner_avg12/refiner.safetensors"
+refine_shipped v13 avg12 14
+# the shipped refiner: the average of v10 to v13 (fewer clicks on the tuning sets than either; MODELS.md)
 python scripts/make_default_model.py "$out/final" --out "$out/model" --refiner "$out/refiner_v10/refiner.safetensors" \
-  "$out/refiner_v11/refiner.safetensors" "$out/refiner_v12/refiner.safetensors"
+  "$out/refiner_v11/refiner.safetensors" "$out/refiner_v12/refiner.safetensors" "$out/refiner_v13/refiner.safetensors"
