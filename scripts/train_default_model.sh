@@ -60,7 +60,6 @@ refine_shipped v11 v10 9
 refine_shipped v12 v11 10
 # the average of the last three rounds' weights (seem average-refiners; fewer clicks on the tuning sets than v12
 # alone), shipped on 2026-12-02; v13: one more round from it, recorded with the model as it shipped with it
-mkdir -p "$out/refiner_avg12"
 seem average-refiners "$out/refiner_v10/refiner.safetensors" "$out/refiner_v11/refiner.safetensors" \
   "$out/refiner_v12/refiner.safetensors" --out "$out/refiner_avg12/refiner.safetensors"
 refine_shipped v13 avg12 14

@@ -129,6 +129,11 @@ class ClickRefinerConfig:
             )
 
 
+MODEL_RUN_SETTINGS = ("reach", "far_weight", "half_above", "half_clicks", "onnxruntime")
+"""``ClickRefinerConfig`` fields that say how a model runs its refiner, not what the net is: ``SEEMModel.set_refiner``
+keeps the model's values when it puts another refiner in."""
+
+
 def click_maps(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: int) -> Tensor:
     """Disk maps of clicks: ``coords [N, 2]`` (x, y) canvas pixels, ``labels [N]`` (1 positive, 0 negative;
     others ignored) → float ``[2, H, W]`` (channel 0 positive, 1 negative; 1 within ``radius`` of a click)."""

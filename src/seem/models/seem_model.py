@@ -38,6 +38,7 @@ from seem.models.checkpoints.seem import (
     variant_from_filename,
 )
 from seem.models.click_refiner import (
+    MODEL_RUN_SETTINGS,
     ClickRefiner,
     ClickRefinerConfig,
     clean_regions,
@@ -365,8 +366,7 @@ class SEEMModel(nn.Module):
         self._folded_refiner = None
         old = self.config.refiner
         cfg = ClickRefinerConfig() if refiner is None else dataclasses.replace(refiner.cfg, enabled=True)
-        kept = ("reach", "far_weight", "half_above", "half_clicks", "onnxruntime")
-        cfg = dataclasses.replace(cfg, **{k: getattr(old, k) for k in kept})
+        cfg = dataclasses.replace(cfg, **{k: getattr(old, k) for k in MODEL_RUN_SETTINGS})
         self.config = dataclasses.replace(self.config, refiner=cfg)
 
     def prepare_decoder(self, features: ImageFeatures) -> ImageFeatures:

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seem.models.click_refiner import (
+    MODEL_RUN_SETTINGS,
     ClickRefiner,
     ClickRefinerConfig,
     SimilarityHead,
@@ -663,7 +664,7 @@ def load_refiner(path: str | Path) -> ClickRefiner:
     return model.eval()
 
 
-INFERENCE_SETTINGS = ("reach", "far_weight", "half_above", "half_clicks", "onnxruntime", "min_region", "enabled")
+INFERENCE_SETTINGS = (*MODEL_RUN_SETTINGS, "min_region", "enabled")
 """``ClickRefinerConfig`` fields that only say how a trained net is run (not its weights' meaning)."""
 
 
